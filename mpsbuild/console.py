@@ -17,7 +17,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from mpsbuild.errors import BuildError
 
-console = Console(stderr=True, highlight=False)
+# soft_wrap: commands stay on one line, so they can be copied from the terminal.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 TAIL_LINES = 50
 
 # Lines like "[1234/5678] Building CXX object ..." from ninja: the build bar's fuel.

@@ -503,3 +503,29 @@ def status(tree: SourceTree, series: Path = DEFAULT_SERIES) -> SeriesStatus:
         f"commits not in the series: {', '.join(extra) or 'none'}\n"
         f"dirty:    {', '.join(result.dirty) or 'none'}")
     return result
+
+
+# --- helpers for the other stages ---------------------------------------------------------
+
+def plan_apply(tree: SourceTree, series: Path = DEFAULT_SERIES) -> list[list[str]]:
+    """The git commands ``--apply`` runs on a fresh clone (for ``--dry-run``)."""
+    plan = [["git", "checkout", "-b", PATCHED_BRANCH, tree.base_commit]]
+    for patch in read_series(series):
+        plan.append(["git", "am", "--keep-cr", "--committer-date-is-author-date", str(patch)])
+    return plan
+
+
+def require_applied(tree: SourceTree, series: Path = DEFAULT_SERIES) -> None:
+    """The wheel must be built from exactly the series it is named after."""
+    repo = tree.path
+    wanted = [_patch_id(p.read_text(errors="surrogateescape"), repo) for p in read_series(series)]
+    existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
+    on_branch = _current_head(repo) == PATCHED_BRANCH
+    if existing != wanted or not on_branch or _dirty_files(repo):
+        raise BuildError(
+            f"{repo} is not exactly the base plus the series (checked out: "
+            f"{_current_head(repo)}; {len(existing)} of {len(wanted)} patches on "
+            f"{PATCHED_BRANCH}; uncommitted edits: {len(_dirty_files(repo))}).",
+            "run `python build.py --apply --wheel` so the wheel matches its version tag "
+            "(commit and --export your edits first).",
+        )
