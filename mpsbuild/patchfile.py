@@ -98,3 +98,17 @@ class PartialFile:
 
 def partial_path(partial_root: Path, path: str) -> Path:
     return partial_root / f"{path}.partial"
+
+
+def without_files(text: str, paths: set[str]) -> str:
+    """``text`` with the diffs of ``paths`` removed (what ``git am --exclude`` applies)."""
+    if not paths:
+        return text
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("diff --git "):
+            skipping = line.rstrip("\n").split(" b/", 1)[1] in paths
+        if not skipping:
+            kept.append(line)
+    return "".join(kept)

@@ -9,6 +9,7 @@ once with a fixed identity and date (so the commit is the same on every machine)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -44,9 +45,41 @@ def reference_partial() -> Path:
     return Path(override) if override else shared_dir() / "pytorch-v2.9.1" / "partial"
 
 
-def make_reference_repo(dest: Path, tree: Path | None = None) -> Path:
+STAND_IN_FILLER = "// line {number}: not held here (shared/ knows this file in part)"
+
+
+def stand_in_text(partial_file: Path) -> str:
+    """A stand-in for a file known in part: known lines at their numbers, filler elsewhere.
+
+    Patches whose hunks touch only known lines apply to it exactly as to the real file, so a
+    maintainer can work on such files in a repository of the reference files.
+    """
+    from mpsbuild.patchfile import PartialFile
+
+    lines = PartialFile(partial_file.read_text()).lines
+    return "".join((text if text is not None else STAND_IN_FILLER.format(number=i)) + "\n"
+                   for i, text in enumerate(lines, 1))
+
+
+def partial_files(partial_root: Path | None = None) -> dict[str, Path]:
+    """Repository path -> its ``.partial`` file."""
+    root = partial_root or reference_partial()
+    if not root.is_dir():
+        return {}
+    return {str(p.relative_to(root)).removesuffix(".partial"): p
+            for p in sorted(root.rglob("*.partial"))}
+
+
+def partial_blob(partial_file: Path) -> str:
+    """The (abbreviated) git blob of the real file, from the partial file's header."""
+    match = re.search(r"git blob ([0-9a-f]{7,40})", partial_file.read_text().split("\n", 1)[0])
+    return match.group(1) if match else ""
+
+
+def make_reference_repo(dest: Path, tree: Path | None = None, *, stand_ins: bool = False) -> Path:
     """Create ``dest`` as a git repo holding ``tree`` in one commit tagged ``v2.9.1``.
 
+    With ``stand_ins``, files known only in part are added as stand-ins (see ``stand_in_text``).
     ``dest`` must not exist yet; the function never touches an existing directory.
     """
     source = tree or reference_tree()
@@ -58,6 +91,12 @@ def make_reference_repo(dest: Path, tree: Path | None = None) -> Path:
     if dest.exists():
         raise FileExistsError(f"{dest} already exists; choose a new path")
     shutil.copytree(source, dest)
+    if stand_ins:
+        for path, partial in partial_files().items():
+            target = dest / path
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(stand_in_text(partial))
     env = {**os.environ, **_FIXED_GIT_ENV}
 
     def git(*args: str) -> None:

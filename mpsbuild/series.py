@@ -22,9 +22,15 @@ from pathlib import Path
 from mpsbuild.console import say, stage
 from mpsbuild.errors import BuildError
 from mpsbuild.options import DEFAULT_SERIES, PATCHED_BRANCH
-from mpsbuild.patchfile import PartialFile, parse_patch, partial_path, touched_paths
-from mpsbuild.reference import reference_partial
-from mpsbuild.source import SourceTree, read_base_file, verify_base
+from mpsbuild.patchfile import (
+    PartialFile,
+    parse_patch,
+    partial_path,
+    touched_paths,
+    without_files,
+)
+from mpsbuild.reference import partial_blob, partial_files, reference_partial
+from mpsbuild.source import SourceTree, read_base_file, stand_in_blob, verify_base
 from mpsbuild.state import WorkdirState
 
 __all__ = ["DEFAULT_SERIES", "apply", "apply_series", "check", "export", "status"]
@@ -40,6 +46,7 @@ _FORMAT_PATCH_CONFIG = ["-c", "core.abbrev=12", "-c", "diff.renames=false",
                         "-c", "format.numbered=false", "-c", "format.useAutoBase=false",
                         "-c", "diff.orderFile=/dev/null", "-c", "diff.suppressBlankEmpty=false"]
 PATCH_NAME = re.compile(r"^\d{4}-.+\.patch$")
+INDEX_LINE = re.compile(r"^index [0-9a-f]+\.\.[0-9a-f]+(?: \d{6})?\n", re.MULTILINE)
 
 
 # --- reading the series -------------------------------------------------------------------
@@ -180,7 +187,7 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
     _verify_base_allowing_partial(tree, series, skips)
     _refuse_am_in_progress(repo)
 
-    wanted = [_patch_id(p.read_text(errors="surrogateescape"), repo) for p in patches]
+    wanted = _wanted_patch_ids(repo, patches, skips)
     existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
     if existing == wanted and _branch_exists(repo):
         if not _dirty_files(repo) and _current_head(repo) != PATCHED_BRANCH:
@@ -212,6 +219,12 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
     say(f"{PATCHED_BRANCH}: {len(patches)} patches over {tree.base_commit[:12]}")
     _remember_series(state_file, series)
     return ApplyResult([p.name for p in todo], False, sorted(skips.paths))
+
+
+def _wanted_patch_ids(repo: Path, patches: list[Path], skips: PartialSkips) -> list[str]:
+    """Patch ids of the series as this tree receives it (diffs of left-out files removed)."""
+    return [_patch_id(without_files(p.read_text(errors="surrogateescape"), skips.paths), repo)
+            for p in patches]
 
 
 def _remember_series(state_file: Path | None, series: Path) -> None:
@@ -354,7 +367,21 @@ def _format_patches(repo: Path, base: str, out: Path) -> list[Path]:
     _git(repo, *_FORMAT_PATCH_CONFIG, "format-patch", "--quiet", "--zero-commit",
          "--no-signature", "--no-numbered", "--no-renames", "--no-binary",
          "--output-directory", str(out), f"{base}..{PATCHED_BRANCH}")
-    return sorted(out.glob("*.patch"))
+    patches = sorted(out.glob("*.patch"))
+    for patch in patches:
+        patch.write_text(_without_index_lines(patch.read_text(errors="surrogateescape")),
+                         errors="surrogateescape")
+    return patches
+
+
+def _without_index_lines(text: str) -> str:
+    """Drop the ``index <old>..<new>`` lines of the diff headers.
+
+    They name blobs of the tree the patch was exported from, which differ between a real
+    v2.9.1 clone and a repository with stand-ins for partly known files; ``git am`` does not
+    need them (no three-way merge), and ``BASE`` pins the base blobs instead.
+    """
+    return INDEX_LINE.sub("", text)
 
 
 def _base_entries(repo: Path, base: str) -> dict[str, str]:
@@ -362,8 +389,12 @@ def _base_entries(repo: Path, base: str) -> dict[str, str]:
     entries = {}
     for path in sorted(changed.split()):
         blob = _git(repo, "rev-parse", f"{base}:{path}", check=False)
-        if blob.returncode == 0:
-            entries[path] = blob.stdout.strip()
+        if blob.returncode != 0:
+            continue  # a file the series adds
+        entries[path] = blob.stdout.strip()
+        partial = partial_files().get(path)
+        if partial and entries[path] == stand_in_blob(path):
+            entries[path] = partial_blob(partial)  # the real file's blob, not the stand-in's
     return entries
 
 
@@ -490,7 +521,9 @@ def status(tree: SourceTree, series: Path = DEFAULT_SERIES) -> SeriesStatus:
     patches = read_series(series)
     commits = _branch_commits(repo, tree.base_commit)
     ids = {_commit_patch_id(repo, c): c for c in commits}
-    wanted = {p.name: _patch_id(p.read_text(errors="surrogateescape"), repo) for p in patches}
+    skips = _partial_skips(repo, tree.base_commit, patches, reference_partial())
+    wanted = dict(zip([p.name for p in patches], _wanted_patch_ids(repo, patches, skips),
+                      strict=True))
     applied = [name for name, pid in wanted.items() if pid in ids]
     extra = [_git(repo, "log", "-1", "--format=%h %s", c).stdout.strip()
              for pid, c in ids.items() if pid not in wanted.values()]
@@ -518,7 +551,9 @@ def plan_apply(tree: SourceTree, series: Path = DEFAULT_SERIES) -> list[list[str
 def require_applied(tree: SourceTree, series: Path = DEFAULT_SERIES) -> None:
     """The wheel must be built from exactly the series it is named after."""
     repo = tree.path
-    wanted = [_patch_id(p.read_text(errors="surrogateescape"), repo) for p in read_series(series)]
+    patches = read_series(series)
+    skips = _partial_skips(repo, tree.base_commit, patches, reference_partial())
+    wanted = _wanted_patch_ids(repo, patches, skips)
     existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
     on_branch = _current_head(repo) == PATCHED_BRANCH
     if existing != wanted or not on_branch or _dirty_files(repo):

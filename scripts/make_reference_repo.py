@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a git repository of the v2.9.1 reference files, tagged v2.9.1.
 
-Usage: python scripts/make_reference_repo.py DEST [--tree DIR]
+Usage: python scripts/make_reference_repo.py DEST [--tree DIR] [--stand-ins]
 
 Use it as ``--repo DEST`` for ``build.py`` where GitHub is out of reach.
 """
@@ -22,9 +22,12 @@ def main() -> int:
     parser.add_argument("dest", type=Path, help="new directory for the repository")
     parser.add_argument("--tree", type=Path, default=None,
                         help=f"reference files (default: {reference_tree()})")
+    parser.add_argument("--stand-ins", action="store_true",
+                        help="also add stand-ins for the files known only in part, so patches "
+                             "on their known lines can be made and exported here")
     args = parser.parse_args()
     try:
-        repo = make_reference_repo(args.dest, args.tree)
+        repo = make_reference_repo(args.dest, args.tree, stand_ins=args.stand_ins)
     except (FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

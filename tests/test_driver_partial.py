@@ -11,7 +11,9 @@ import pytest
 from conftest import git
 
 from mpsbuild.patchfile import PartialFile, parse_patch
+from mpsbuild.reference import make_reference_repo
 
+BUILD_PY = Path(__file__).resolve().parent.parent / "build.py"
 FAKE = "aten/src/ATen/native/mps/operations/Fake.mm"
 # A file known in part: lines 1-8 known, 9-12 unknown, 13-20 known (as shared/partial holds).
 KNOWN = {i: f"  line_{i}();" for i in [*range(1, 9), *range(13, 21)]}
@@ -24,7 +26,8 @@ def partial_root(tmp_path: Path) -> Path:
     target.parent.mkdir(parents=True)
     body = "".join(f"{i}|{KNOWN[i]}\n" if i in KNOWN else ("...\n" if i == 9 else "")
                    for i in range(1, 21))
-    target.write_text(f"# {FAKE} (test fixture): only the lines below are known.\n{body}")
+    target.write_text(f"# {FAKE} (test fixture, git blob 1234abcd...): only these lines are "
+                      f"known.\n{body}")
     return root
 
 
@@ -52,7 +55,7 @@ def series_editing_fake(tmp_path: Path, line_number: int) -> Path:
 def check(series: Path, repo: Path, workdir: Path, partial: Path,
           stage: str = "--check") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(Path(__file__).parent.parent / "build.py"), stage, "--repo",
+        [sys.executable, str(BUILD_PY), stage, "--repo",
          str(repo), "--workdir", str(workdir), "--series", str(series), "--no-submodules"],
         capture_output=True, text=True,
         env={**os.environ, "TORCH_REFERENCE_PARTIAL": str(partial), "COLUMNS": "200"})
@@ -100,3 +103,34 @@ def test_without_the_partial_file_the_patch_has_nowhere_to_apply(tmp_path, refer
     result = check(series, reference_repo, tmp_path / "w", empty)
     assert result.returncode == 1
     assert "0001-Change-Fake.mm.patch does not apply" in result.stderr
+
+
+def test_stand_in_repo_round_trip(tmp_path, reference_repo, partial_root, monkeypatch):
+    """Work on a partly known file in a repository with stand-ins, export, check, re-apply."""
+    monkeypatch.setenv("TORCH_REFERENCE_PARTIAL", str(partial_root))
+    stand_in_repo = make_reference_repo(tmp_path / "ref-stand-ins", stand_ins=True)
+    empty = tmp_path / "empty" / "series"
+    empty.parent.mkdir()
+    empty.write_text("")
+    workdir = tmp_path / "w"
+    assert check(empty, stand_in_repo, workdir, partial_root, stage="--apply").returncode == 0
+    clone = workdir / "pytorch"
+    source = clone / FAKE
+    source.write_text(source.read_text().replace("line_4();", "line_4();  // edited"))
+    git(clone, "commit", "-q", "-am", "Edit a partly known file", "-m", "Why: test.")
+
+    out = tmp_path / "out" / "series"
+    exported = subprocess.run([sys.executable, str(BUILD_PY), "--export", "--workdir",
+                               str(workdir), "--series", str(out)], capture_output=True,
+                              text=True)
+    assert exported.returncode == 0, exported.stderr
+    patch = (out.parent / "0001-Edit-a-partly-known-file.patch").read_text()
+    assert "\nindex " not in patch
+    assert f"{FAKE}\t1234abcd" in (out.parent / "BASE").read_text()
+
+    # The exported series checks out against a repository without the file ...
+    assert check(out, reference_repo, tmp_path / "w2", partial_root).returncode == 0
+    # ... and applies for real to one with the stand-in, which BASE accepts.
+    applied = check(out, stand_in_repo, tmp_path / "w3", partial_root, stage="--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "line_4();  // edited" in (tmp_path / "w3" / "pytorch" / FAKE).read_text()
