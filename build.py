@@ -107,17 +107,27 @@ def run(args: argparse.Namespace) -> None:
         tree = existing_tree(workdir, args.dry_run)
     if args.apply:
         apply_stage(tree, series_file, workdir, runner, args.force)
-    if args.check and not args.dry_run:
-        series.check(tree, series_file)
-    if args.export and not args.dry_run:
-        series.export(tree, series_file, force=args.force, state_file=workdir.state_file)
-    if args.status and not args.dry_run:
-        series.status(tree, series_file)
+    if args.dry_run and (args.check or args.export or args.status):
+        say(f"[dim]would {'check, ' if args.check else ''}{'export, ' if args.export else ''}"
+            f"{'show the status of, ' if args.status else ''}the series {series_file} against "
+            f"{tree.path}[/]")
+    elif args.check or args.export or args.status:
+        series_stages(args, tree, series_file, workdir)
     if args.wheel:
         wheel_stage(tree, series_file, workdir, build_spec, runner)
     if args.test:
         test.run_suite(build_spec.wheelhouse, series.series_digest(series_file), workdir,
                        args.python, args.device, runner, quick=args.quick)
+
+
+def series_stages(args: argparse.Namespace, tree: source.SourceTree, series_file: Path,
+                  workdir: Workdir) -> None:
+    if args.check:
+        series.check(tree, series_file)
+    if args.export:
+        series.export(tree, series_file, force=args.force, state_file=workdir.state_file)
+    if args.status:
+        series.status(tree, series_file)
 
 
 def existing_tree(workdir: Workdir, dry_run: bool) -> source.SourceTree:
