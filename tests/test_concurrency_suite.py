@@ -98,6 +98,19 @@ def test_suite_fails_when_control_is_not_detected(tmp_path: Path) -> None:
     assert "did NOT detect" in report["checks"][0]["message"]
 
 
+def test_a_crashing_check_fails_and_names_the_signal(tmp_path: Path) -> None:
+    completed, report = run_suite(
+        tmp_path, "--select", "control", env={cs_config.SELFTEST_ENV: "crash-control"}
+    )
+    assert completed.returncode == 1
+    [check] = report["checks"]
+    assert check["outcome"] == "failed"
+    assert (
+        "scenario 'control' died by SIGSEGV (signal 11) during section 'control'"
+        in (check["message"])
+    )
+
+
 def test_suite_fails_on_a_batch_queue_that_mixes_up_results(tmp_path: Path) -> None:
     completed, report = run_suite(
         tmp_path,

@@ -70,6 +70,9 @@ def scenario(device_ready: SuiteOptions) -> Callable[..., ScenarioResult]:
 
     def run(name: str, *, allow_crash: bool = False, **extra: Any) -> ScenarioResult:
         params = {**device_ready.scenario_params(), **extra}
-        return run_scenario(name, params, timeout_s=device_ready.timeout_s, allow_crash=allow_crash)
+        label = name + "".join(f"[{value}]" for value in extra.values())
+        return run_scenario(
+            name, params, timeout_s=device_ready.timeout_s, allow_crash=allow_crash, label=label
+        )
 
     return run

@@ -29,9 +29,10 @@ NOT_APPLICABLE_PREFIX = "not applicable:"
 
 DEVICES = ("auto", "mps", "cuda", "cpu")
 
-# Environment variable for the project's own tests of the suite: "safe-control" makes the
-# control scenario lock its shared state, so the control must then go undetected and the suite
-# must fail. Never set it for a real run.
+# Environment variable for the project's own tests of the suite, never set in a real run:
+# "safe-control" makes the control scenario lock its shared state (the control then goes
+# undetected and the suite must fail); "crash-control" makes the control's child die by SIGSEGV
+# (the suite must fail that check and name the signal).
 SELFTEST_ENV = "CONCURRENCY_SUITE_SELFTEST"
 
 

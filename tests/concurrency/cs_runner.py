@@ -59,13 +59,16 @@ def run_scenario(
     *,
     timeout_s: float,
     allow_crash: bool = False,
+    label: str | None = None,
 ) -> ScenarioResult:
     """Run `scenario` in a child interpreter and return what it reported.
 
     Raises ScenarioDied (an AssertionError, so pytest reports a failure) when the child is
     killed by a signal, times out, or exits without writing its result; with allow_crash the
     result is returned instead, carrying whatever sections the child finished before dying.
+    `label` names the scenario in reports (e.g. "correctness[mlp]"); default: its name.
     """
+    label = label or scenario
     import time
 
     with tempfile.TemporaryDirectory(prefix="concurrency-suite-") as tmp:
@@ -96,14 +99,14 @@ def run_scenario(
             stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
             partial = _read_result(result_path)
             raise ScenarioDied(
-                f"scenario {scenario!r} did not finish within {timeout_s:.0f} s "
+                f"scenario {label!r} did not finish within {timeout_s:.0f} s "
                 f"(a hang or deadlock); last section started: {partial.get('current')!r}\n"
                 f"{_tail(stderr)}"
             ) from None
         seconds = time.monotonic() - started
         data = _read_result(result_path)
         result = ScenarioResult(
-            scenario=scenario,
+            scenario=label,
             returncode=completed.returncode,
             seconds=seconds,
             data=data,

@@ -185,11 +185,16 @@ def control(params: dict[str, Any], rep: Reporter) -> None:
     import os
 
     device, profile = params["device"], params["profile"]
-    safe = os.environ.get(SELFTEST_ENV) == "safe-control"
+    selftest = os.environ.get(SELFTEST_ENV)
+    safe = selftest == "safe-control"
     base = build_workload("linear", device)
     module = UnsafeScratchModule(base.call, safe=safe)
     counts = sorted({1, 2, 4, 8, *[t for t in profile["thread_counts"] if t <= 16]})
     with rep.section("control") as sec:
+        if selftest == "crash-control":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGSEGV)
         goldens = golden_outputs(module, base.inputs, torch.inference_mode)
         synchronize(device)
         per_count = run_parallel_check(

@@ -36,6 +36,7 @@ class StreamBackend:
         self.device = device
         self.module: Any = torch.cuda if device == "cuda" else torch.mps
         self.automatic_thread_streams = device == "mps"
+        self.heavy_size = 2048 if device == "cuda" else 1024
 
     def current(self) -> Any:
         return self.module.current_stream()
@@ -73,8 +74,10 @@ class StreamBackend:
         return x
 
     def heavy_input(self) -> torch.Tensor:
-        size = 2048 if self.device == "cuda" else 1024
-        return torch.full((size, size), 0.5, device=self.device)
+        return torch.full((self.heavy_size, self.heavy_size), 0.5, device=self.device)
+
+    def record_stream(self, tensor: torch.Tensor, stream: Any) -> None:
+        tensor.record_stream(stream)
 
 
 def _run_threads(count: int, target: Callable[[int], None]) -> list[str]:
@@ -255,12 +258,14 @@ def check_events_across_streams(b: StreamBackend, sec: Section) -> None:
     event2.wait(consumer)
     with b.scope(consumer):
         z2 = y2 + 1
+    consumer.synchronize()  # .cpu() below copies on the main thread's stream
     sec.check(torch.equal(z2.cpu(), expected), "Event.wait(stream) did not order the streams")
     with b.scope(producer):
         y3 = b.heavy(x)
     consumer.wait_stream(producer)
     with b.scope(consumer):
         z3 = y3 + 1
+    consumer.synchronize()
     sec.check(torch.equal(z3.cpu(), expected), "Stream.wait_stream did not order the streams")
     # 3. Across threads: a producer thread's event orders a consumer thread's stream.
     handoff: dict[str, Any] = {}
@@ -300,7 +305,7 @@ def check_record_stream(b: StreamBackend, sec: Section) -> None:
     with b.scope(side):
         delay = b.heavy(b.heavy_input(), steps=12)
         y = x * 2 + delay[0, 0] * 0
-    x.record_stream(side)
+    b.record_stream(x, side)
     del x
     reused = torch.full((1 << 20,), -1.0, device=b.device)  # allocated on the main stream
     sec.figures["block_reused_while_side_busy"] = reused.data_ptr() == ptr and not side.query()
