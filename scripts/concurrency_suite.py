@@ -116,20 +116,26 @@ def probe(device: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
         return info, {}
     section = sections.get("device")
     if section is None or result.returncode != 0:
-        return info, {"usable": False, "reason": describe_death(result).splitlines()[0]}
+        last_words = (result.stderr_tail.strip().splitlines() or [""])[-1]
+        reason = f"{describe_death(result).splitlines()[0]}: {last_words}"
+        return info, {"usable": False, "reason": reason}
     if section["error"]:
         last_line = section["error"].strip().splitlines()[-1]
         return info, {"usable": False, "reason": f"allocation or compute failed: {last_line}"}
     return info, section["figures"]
 
 
+class TorchMissing(RuntimeError):
+    """torch cannot be imported (or crashes on import) in this Python."""
+
+
 def resolve_device(requested: str) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """(device, why it was chosen, torch info, device check) for --device `requested`."""
     info, cpu_check = probe("cpu")
     if not info:
-        raise SystemExit(
-            "error: the probe child could not import torch; is torch installed in "
-            f"{sys.executable}?"
+        raise TorchMissing(
+            f"the probe child could not import torch with {sys.executable} "
+            f"({cpu_check.get('reason', 'unknown error')}); install torch in this Python"
         )
     if requested == "cpu":
         return "cpu", "requested", info, cpu_check
@@ -316,7 +322,20 @@ def print_header(options: SuiteOptions) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    device, reason, info, device_check = resolve_device(args.device)
+    try:
+        device, reason, info, device_check = resolve_device(args.device)
+    except TorchMissing as missing:
+        print(f"error: {missing}", file=sys.stderr)
+        if args.json:
+            failed = {
+                "schema": JSON_SCHEMA,
+                "suite": "concurrency_suite",
+                "passed": False,
+                "problems": [str(missing)],
+                "checks": [],
+            }
+            args.json.write_text(json.dumps(failed, indent=2) + "\n")
+        return 1
     options = SuiteOptions(
         device=device,
         quick=args.quick,

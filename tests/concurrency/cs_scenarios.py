@@ -318,6 +318,17 @@ def lifecycle_oversubscribed(params: dict[str, Any], rep: Reporter) -> None:
     device, profile = params["device"], params["profile"]
     workload = build_workload("mlp", device)
     count = profile["oversubscribed_threads"]
+    stream_ids: set[int] = set()
+    lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def note_stream(_: int) -> Any:
+        sid = _stream_id_or_none(device)  # on MPS: the stream this thread was given
+        if sid is not None:
+            with lock:
+                stream_ids.add(sid)
+        yield
+
     with rep.section("more_threads_than_streams") as sec:
         goldens = golden_outputs(workload.call, workload.inputs, torch.inference_mode)
         synchronize(device)
@@ -328,8 +339,10 @@ def lifecycle_oversubscribed(params: dict[str, Any], rep: Reporter) -> None:
             thread_counts=[count],
             iterations=max(4, profile["iterations"]),
             mode=torch.inference_mode,
+            per_thread=note_stream,
         )
         sec.figures.update(per_count[0])
+        sec.figures["distinct_stream_ids"] = len(stream_ids) if stream_ids else None
         _fail_on_dirty(sec, per_count)
 
 
