@@ -20,9 +20,8 @@ from mpsbuild.reference import make_reference_repo, reference_tree
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path, help="new directory for the repository")
-    parser.add_argument(
-        "--tree", type=Path, default=None, help=f"reference files (default: {reference_tree()})"
-    )
+    parser.add_argument("--tree", type=Path, default=None,
+                        help=f"reference files (default: {reference_tree()})")
     args = parser.parse_args()
     try:
         repo = make_reference_repo(args.dest, args.tree)
