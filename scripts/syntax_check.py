@@ -257,6 +257,7 @@ def unpack_headers(wheel: Path, dest: Path) -> None:
                 raise SetupError(f"{wheel} holds no torch/include/; is it the torch wheel?")
             archive.extractall(staging, members)
         (staging / COMPLETE_MARKER).write_text(wheel.name + "\n")
+        staging.chmod(0o755)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
