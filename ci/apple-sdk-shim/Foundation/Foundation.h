@@ -26,6 +26,7 @@
 #define NS_ASSUME_NONNULL_END _Pragma("clang assume_nonnull end")
 #define NS_RETURNS_RETAINED __attribute__((ns_returns_retained))
 #define NS_FORMAT_FUNCTION(F, A) __attribute__((format(__NSString__, F, A)))
+#define NS_REQUIRES_NIL_TERMINATION __attribute__((sentinel(0, 1)))
 
 typedef double NSTimeInterval;
 typedef double CFTimeInterval; // <CoreFoundation/CFDate.h>
@@ -123,7 +124,7 @@ typedef struct {
 - (ObjectType)objectAtIndexedSubscript:(NSUInteger)idx;
 + (instancetype)array;
 + (instancetype)arrayWithObjects:(const ObjectType[])objects count:(NSUInteger)cnt;
-+ (instancetype)arrayWithObjects:(ObjectType)firstObj, ...;
++ (instancetype)arrayWithObjects:(ObjectType)firstObj, ... NS_REQUIRES_NIL_TERMINATION;
 + (instancetype)arrayWithArray:(NSArray<ObjectType>*)array;
 - (NSString*)componentsJoinedByString:(NSString*)separator;
 @end

@@ -94,8 +94,6 @@ typedef void (^MPSGraphScheduledHandler)(MPSGraphTensorDataDictionary* resultsDi
 @end
 
 @interface MPSGraph : NSObject
-+ (instancetype)new;
-- (instancetype)init;
 - (void)encodeToCommandBuffer:(MPSCommandBuffer*)commandBuffer
                         feeds:(MPSGraphTensorDataDictionary*)feeds
              targetOperations:(NSArray<MPSGraphOperation*>* _Nullable)targetOperations
