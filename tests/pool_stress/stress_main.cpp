@@ -423,6 +423,10 @@ void scenarioFork(Totals& totals) {
     expect(refused([] { pool().stream(5); }), "stream(5) did not fail clearly in the child");
     expect(refused([] { pool().setCurrent(7); }), "setCurrent(7) did not fail clearly in the child");
     expect(refused([] { pool().nextPoolStreamId(); }), "getStreamFromPool did not fail clearly");
+    int visited = 0;
+    pool().forEachCreatedStream([](void*, int id, void* count) { *static_cast<int*>(count) += id == 0 ? 1 : 100; },
+                                &visited);
+    expect(visited == 1, "forEachCreatedStream visits the parent's worker streams in the child");
     bool thread_refused = false;
     std::thread t([&] { thread_refused = refused([] { pool().current(); }); });
     t.join();
