@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -28,9 +27,9 @@ from typing import Any, ClassVar, Optional
 import pytest
 import torch
 import torch.nn.functional as F
+from patched_tree import patched_tree
 
 from mpsbuild.reference import reference_tree
-from mpsbuild.scratch import patched_reference_tree
 
 FUNCTIONAL = Path("torch/nn/functional.py")
 HELPER = "_split_packed_projection"
@@ -87,16 +86,7 @@ def load_functions(path: Path, names: list[str]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def patched_functional(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    override = os.environ.get("TORCH_PATCHED_TREE")
-    if override:
-        tree = Path(override)
-        if not (tree / FUNCTIONAL).is_file():
-            raise FileNotFoundError(
-                f"TORCH_PATCHED_TREE={override} has no {FUNCTIONAL}; point it at a patched tree"
-            )
-    else:
-        tree = patched_reference_tree(tmp_path_factory.mktemp("mha") / "patched")
-    return tree / FUNCTIONAL
+    return patched_tree(tmp_path_factory.mktemp("mha")) / FUNCTIONAL
 
 
 @pytest.fixture(scope="module")
