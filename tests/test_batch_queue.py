@@ -92,7 +92,9 @@ def test_threads_each_get_their_own_results(bq):
                 out.append((value, queue(rows(value))[0, 0].item()))
 
         outputs: list[list] = [[] for _ in range(8)]
-        threads = [threading.Thread(target=client, args=(c, outputs[c])) for c in range(8)]
+        threads = [
+            threading.Thread(target=client, args=(c, outputs[c]), daemon=True) for c in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -378,7 +380,7 @@ def test_close_without_drain_fails_queued_requests_and_finishes_the_running_batc
     running = queue.submit(rows(1.0))
     assert started.wait(WAIT)
     queued = [queue.submit(rows(2.0)) for _ in range(5)]
-    closer = threading.Thread(target=queue.close, kwargs={"drain": False})
+    closer = threading.Thread(target=queue.close, kwargs={"drain": False}, daemon=True)
     closer.start()
     for f in queued:
         with pytest.raises(RuntimeError, match="closed \\(drain=False\\)"):
@@ -421,7 +423,7 @@ def test_worker_death_fails_every_pending_request_with_the_cause(bq):
         except BaseException as exc:
             blocked.append(exc)
 
-    caller = threading.Thread(target=blocking_caller)
+    caller = threading.Thread(target=blocking_caller, daemon=True)
     caller.start()
     time.sleep(0.05)
     gate.set()
@@ -492,7 +494,9 @@ def test_batch_inference_serves_a_model_to_threads(bq):
     results: dict[int, torch.Tensor] = {}
     with bq.batch_inference(model, max_batch_size=8) as infer:
         threads = [
-            threading.Thread(target=lambda i=i: results.__setitem__(i, infer(inputs[i])))
+            threading.Thread(
+                target=lambda i=i: results.__setitem__(i, infer(inputs[i])), daemon=True
+            )
             for i in range(32)
         ]
         for t in threads:
@@ -590,7 +594,9 @@ def test_stress_every_request_completes_exactly_once(bq, drain):
 
     threads = [
         threading.Thread(
-            target=future_client if cid % 2 else blocking_client, args=(cid, random.Random(cid))
+            target=future_client if cid % 2 else blocking_client,
+            args=(cid, random.Random(cid)),
+            daemon=True,  # a stuck client must fail the test, not hang the interpreter's exit
         )
         for cid in range(threads_n)
     ]
