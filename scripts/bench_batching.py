@@ -76,14 +76,20 @@ def find_batch_queue(file: Path | None, tree: Path | None) -> tuple[type, str]:
                 "this torch has no torch.mps.BatchQueue and the project's mpsbuild package is "
                 "not importable; pass --batch-queue-file PATH/torch/mps/batch_queue.py"
             ) from exc
-        tree = patched_reference_tree(Path(tempfile.mkdtemp(prefix="bench-batching-")) / "tree")
+        with tempfile.TemporaryDirectory(prefix="bench-batching-") as scratch:
+            tree = patched_reference_tree(Path(scratch) / "tree")
+            return load_from_tree(tree), "the patched reference tree (patches/v2.9.1/series)"
+    return load_from_tree(tree), str(tree / MODULE_IN_TREE)
+
+
+def load_from_tree(tree: Path) -> type:
     source = tree / MODULE_IN_TREE
     if not source.is_file():
         raise UsageError(
             f"{source} does not exist (the patch series lacks BatchQueue?); pass --tree DIR "
             "of a PyTorch tree that has it, or --batch-queue-file"
         )
-    return load_module(source).BatchQueue, str(source)
+    return load_module(source).BatchQueue
 
 
 # ---------------------------------------------------------------- models
