@@ -122,17 +122,43 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 # ---------------------------------------------------------------- measurement
 
 
+class Sample:
+    """Work done and latencies seen by a set of client threads during measured windows."""
+
+    def __init__(self) -> None:
+        self.work = 0.0  # requests completed, counting partial calls in proportion
+        self.seconds = 0.0
+        self.latencies: list[float] = []
+
+    def add(self, other: Sample) -> None:
+        self.work += other.work
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+
+    def summary(self) -> dict[str, float]:
+        if not self.latencies:
+            raise RuntimeError("no request completed in the measured windows: the model is far "
+                               "too slow for this device; raise --seconds")  # fmt: skip
+        ordered = sorted(self.latencies)
+        return {
+            "throughput_rps": self.work / self.seconds,
+            "p50_ms": ordered[round(0.50 * (len(ordered) - 1))] * 1e3,
+            "p99_ms": ordered[round(0.99 * (len(ordered) - 1))] * 1e3,
+        }
+
+
 class Window:
     """The measured part of a closed-loop run: after ``warmup``, for ``seconds`` or longer.
 
-    A thread that completes k >= 2 calls inside the window contributes the rows of its calls
-    after the first, divided by the time from its first to its last completion: this counts
-    whole request cycles only, so a slow model (one completion per second) is measured as
-    exactly as a fast one. The window grows until it holds MIN_COMPLETIONS completions.
+    Each call counts its rows in proportion to how much of its duration lies inside the
+    window. A client's calls follow each other back to back, so this counts exactly the work
+    done inside the window, even when a call takes longer than the window (a slow model) or
+    when an unfair lock gives one thread several turns in a row. The window grows until
+    MIN_COMPLETIONS calls have finished inside it.
     """
 
-    MIN_COMPLETIONS = 6
-    MAX_STRETCH = 20  # the window never grows past this many times ``seconds``
+    MIN_COMPLETIONS = 4
+    MAX_STRETCH = 40  # the window never grows past this many times ``seconds``
 
     def __init__(self, warmup: float, seconds: float) -> None:
         self.warmup, self.seconds = warmup, seconds
@@ -149,35 +175,25 @@ class Window:
             limit = self.begin + self.MAX_STRETCH * self.seconds
             if inside >= self.MIN_COMPLETIONS or self.end >= limit:
                 break
-            self.end = min(limit, self.end + self.seconds / 4)
+            self.end = min(limit, self.end + self.seconds / 2)
         self.stop.set()
 
-    def summarize(self, records: list[list[tuple[float, float, int]]]) -> dict[str, float]:
-        """records: per thread, (finished_at, latency_s, rows) of each call."""
-        rate, latencies = 0.0, []
-        for per_thread in records:
-            inside = [r for r in per_thread if self.begin <= r[0] <= self.end]
-            if len(inside) >= 2:
-                rate += sum(r[2] for r in inside[1:]) / (inside[-1][0] - inside[0][0])
-            elif inside:  # a starved thread (an unfair lock): one call in the window
-                rate += inside[0][2] / (self.end - self.begin)
-            latencies += [r[1] for r in inside for _ in range(r[2])]
-        if not latencies:
-            raise RuntimeError(
-                f"no request completed within {self.MAX_STRETCH * self.seconds:.0f} s; "
-                "is the model far too slow for this device?"
-            )
-        latencies.sort()
-        return {
-            "throughput_rps": rate,
-            "p50_ms": latencies[round(0.50 * (len(latencies) - 1))] * 1e3,
-            "p99_ms": latencies[round(0.99 * (len(latencies) - 1))] * 1e3,
-        }
+    def sample(self, records: list[list[tuple[float, float, int]]]) -> Sample:
+        """records: per thread, (finished_at, duration_s, rows) of each call."""
+        sample = Sample()
+        sample.seconds = self.end - self.begin
+        for finished, duration, rows in (r for per_thread in records for r in per_thread):
+            overlap = min(finished, self.end) - max(finished - duration, self.begin)
+            if overlap > 0:
+                sample.work += rows * overlap / duration
+            if self.begin <= finished <= self.end:
+                sample.latencies += [duration] * rows
+        return sample
 
 
 def run_clients(
     request: Callable[[torch.Tensor], Any], inputs: list[torch.Tensor], window: Window, rows: int
-) -> dict[str, float]:
+) -> Sample:
     """One thread per input calls request(input) in a closed loop until the window ends."""
     records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
     ready = threading.Barrier(len(inputs) + 1)
@@ -202,7 +218,7 @@ def run_clients(
     window.run(records)
     for t in threads:
         t.join()
-    return window.summarize(records)
+    return window.sample(records)
 
 
 def to_host(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -219,8 +235,9 @@ def measure_mode(
     device: torch.device,
     batch_queue: type,
     args: argparse.Namespace,
-) -> tuple[dict[str, float], dict[str, Any] | None]:
-    window = Window(args.warmup, args.seconds)
+) -> tuple[Sample, dict[str, Any] | None]:
+    """One measured window of ``mode`` with len(inputs) clients; queue stats for batchqueue."""
+    window = Window(args.warmup, args.seconds / args.rounds)
     host = to_host(device)
     clients = len(inputs)
     if mode == "offline":
@@ -245,8 +262,8 @@ def measure_mode(
         name="bench-batchqueue",
     )
     with queue:
-        summary = run_clients(queue, inputs, window, rows=1)
-    return summary, queue.stats()
+        sample = run_clients(queue, inputs, window, rows=1)
+    return sample, queue.stats()
 
 
 def synchronize(device: torch.device) -> None:
@@ -257,7 +274,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def warm_up(model: nn.Module, shape: tuple[int, ...], device: torch.device, sizes: list[int]):
-    """Run every batch size once or twice so first-call costs stay out of the windows."""
+    """Run every batch size twice so first-call costs stay out of the windows."""
     with torch.inference_mode():
         for size in sorted(set(sizes)):
             for _ in range(2):
@@ -268,7 +285,11 @@ def warm_up(model: nn.Module, shape: tuple[int, ...], device: torch.device, size
 def bench_model(
     name: str, device: torch.device, batch_queue: type, args: argparse.Namespace
 ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every mode at every client count; returns (parameter count, rows, queue stats)."""
+    """Every mode at every client count; returns (parameter count, rows, queue stats).
+
+    The modes of one client count take turns in ``args.rounds`` rounds, so a change in the
+    machine's load during the run (other processes) affects them all alike.
+    """
     make, shape = MODELS[name]
     torch.manual_seed(0)
     model = make().to(device).eval()
@@ -276,14 +297,24 @@ def bench_model(
     results, queue_stats = [], []
     for clients in args.clients:
         inputs = [torch.randn(1, *shape, device=device) for _ in range(clients)]
+        samples = {mode: Sample() for mode in args.modes}
+        batches = rows_run = 0
+        for _ in range(args.rounds):
+            for mode in args.modes:
+                sample, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
+                samples[mode].add(sample)
+                if stats is not None:
+                    batches += stats["batches"]
+                    rows_run += stats["batches"] * stats["mean_batch_size"]
         for mode in args.modes:
-            summary, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
-            row = {"model": name, "mode": mode, "clients": clients, **summary}
-            results.append(row)
+            summary = samples[mode].summary()
+            results.append({"model": name, "mode": mode, "clients": clients, **summary})
             note = ""
-            if stats is not None:
-                queue_stats.append({"model": name, "clients": clients, **stats})
-                note = f"  mean batch {stats['mean_batch_size']:.1f}"
+            if mode == "batchqueue":
+                mean_batch = rows_run / batches if batches else 0.0
+                queue_stats.append({"model": name, "clients": clients, "batches": batches,
+                                    "mean_batch_size": mean_batch})  # fmt: skip
+                note = f"  mean batch {mean_batch:.1f}"
             print(
                 f"{name:12s} {mode:10s} clients={clients:3d}  {summary['throughput_rps']:10.1f} "
                 f"req/s  p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms{note}",
@@ -304,7 +335,7 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
         queue = batch_queue(lambda x: x, max_batch_size=clients, max_delay_ms=args.max_delay_ms)
         with queue:
             window = Window(args.warmup, args.seconds)
-            summary = run_clients(queue, inputs[:clients], window, rows=1)
+            summary = run_clients(queue, inputs[:clients], window, rows=1).summary()
         closed[str(clients)] = 1e6 / summary["throughput_rps"]
         print(
             f"no-op        closed loop clients={clients:3d}  {closed[str(clients)]:6.1f} us/request"
@@ -318,7 +349,8 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
             future.result()
 
     with queue:
-        summary = run_clients(submit_burst, inputs[:1], Window(args.warmup, args.seconds), burst)
+        window = Window(args.warmup, args.seconds)
+        summary = run_clients(submit_burst, inputs[:1], window, burst).summary()
     pipelined = 1e6 / summary["throughput_rps"]
     print(f"{'no-op':12s} pipelined submit, bursts of {burst}: {pipelined:6.1f} us/request")
     return {"closed_loop_us_per_request": closed, "pipelined_us_per_request": pipelined}
@@ -383,7 +415,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short windows (smoke test)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
-    parser.add_argument("--seconds", type=float, help="measured window per mode (default 2)")
+    parser.add_argument("--seconds", type=float, help="measured time per mode (default 2)")
+    parser.add_argument("--rounds", type=int, help="modes take turns this often (default 3)")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds first (default 0.5)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--max-batch-size", type=int, help="default: the client count")
@@ -392,7 +425,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tree", type=Path, help="patched PyTorch tree holding BatchQueue")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (0.6 if args.quick else 2.0)
-    args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 0.5)
+    args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 0.3)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:
+        raise UsageError("--seconds must be > 0, --warmup >= 0 and --rounds >= 1")
     try:
         args.clients = [int(c) for c in args.clients.split(",")]
     except ValueError:
@@ -460,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "seconds": args.seconds,
             "warmup": args.warmup,
+            "rounds": args.rounds,
             "max_delay_ms": args.max_delay_ms,
             "max_batch_size": args.max_batch_size or "clients",
             "quick": args.quick,
