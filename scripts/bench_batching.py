@@ -261,9 +261,10 @@ def measure_mode(
         output_device=None if device.type == "cpu" else "cpu",
         name="bench-batchqueue",
     )
+    opened = time.perf_counter()
     with queue:
         sample = run_clients(queue, inputs, window, rows=1)
-    return sample, queue.stats()
+    return sample, {**queue.stats(), "open_seconds": time.perf_counter() - opened}
 
 
 def synchronize(device: torch.device) -> None:
@@ -298,7 +299,7 @@ def bench_model(
     for clients in args.clients:
         inputs = [torch.randn(1, *shape, device=device) for _ in range(clients)]
         samples = {mode: Sample() for mode in args.modes}
-        batches = rows_run = 0
+        batches = rows_run = busy = open_seconds = 0.0
         for _ in range(args.rounds):
             for mode in args.modes:
                 sample, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
@@ -306,15 +307,18 @@ def bench_model(
                 if stats is not None:
                     batches += stats["batches"]
                     rows_run += stats["batches"] * stats["mean_batch_size"]
+                    busy += stats["busy_seconds"]
+                    open_seconds += stats["open_seconds"]
         for mode in args.modes:
             summary = samples[mode].summary()
             results.append({"model": name, "mode": mode, "clients": clients, **summary})
             note = ""
             if mode == "batchqueue":
                 mean_batch = rows_run / batches if batches else 0.0
-                queue_stats.append({"model": name, "clients": clients, "batches": batches,
-                                    "mean_batch_size": mean_batch})  # fmt: skip
-                note = f"  mean batch {mean_batch:.1f}"
+                queue_stats.append({"model": name, "clients": clients, "batches": int(batches),
+                                    "mean_batch_size": mean_batch,
+                                    "worker_busy_fraction": busy / open_seconds})  # fmt: skip
+                note = f"  mean batch {mean_batch:.1f}, worker busy {busy / open_seconds:.0%}"
             print(
                 f"{name:12s} {mode:10s} clients={clients:3d}  {summary['throughput_rps']:10.1f} "
                 f"req/s  p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms{note}",

@@ -468,6 +468,7 @@ def test_stats_report_batches_sizes_and_percentiles(bq):
         assert gate.wait(WAIT)
         return x
 
+    started = time.monotonic()
     with bq.BatchQueue(fn, max_batch_size=4, max_delay_ms=10_000) as queue:
         futures = [queue.submit(rows(1.0)) for _ in range(8)]
         assert queue.stats()["pending"] >= 4  # the first batch of 4 may be running
@@ -476,7 +477,9 @@ def test_stats_report_batches_sizes_and_percentiles(bq):
         for f in futures:
             f.result(WAIT)
         stats = queue.stats()
+    elapsed = time.monotonic() - started
     assert stats["batches"] == 2
+    assert 0.04 <= stats["busy_seconds"] <= elapsed  # the first batch waited 0.05 s in fn
     assert stats["requests"] == 8
     assert stats["mean_batch_size"] == 4.0
     assert stats["pending"] == 0
