@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""Throughput of N client threads sharing one model: global lock, free threads, BatchQueue,
+and the offline limit (one thread, batch N), measured side by side in one run.
+
+    python scripts/bench_batching.py --device cpu --clients 1,8,32,64 --json OUT.json
+        [--plot OUT.png] [--quick] [--batch-queue-file PATH | --tree DIR]
+
+A request is one sample (batch dimension 1); it is complete when its output is on the host.
+Modes, for each model and client count N:
+  locked      N threads, one global lock around model(x) and the copy to the host
+  threads     N threads, no lock (cpu/cuda only: MPS crashes without our patches)
+  batchqueue  N threads calling one BatchQueue(model, max_batch_size=N)
+  offline     one thread, batch N, back to back: the limit for this model and device
+It also measures the queue's own cost: microseconds per request with a no-op model.
+
+BatchQueue comes from --batch-queue-file, else the installed torch (torch.mps.BatchQueue),
+else the patched reference tree of this project (--tree DIR, or the series applied to the
+v2.9.1 reference files). With --batch-queue-file only torch is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODULE_IN_TREE = Path("torch") / "mps" / "batch_queue.py"
+MODES = ("offline", "locked", "threads", "batchqueue")
+SEQ_LEN, D_MODEL = 64, 256
+MLP_WIDTH = 1024
+
+
+class UsageError(Exception):
+    """Bad command line or environment: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------- BatchQueue source
+
+
+def load_module(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("bench_batch_queue", path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def find_batch_queue(file: Path | None, tree: Path | None) -> tuple[type, str]:
+    """The BatchQueue class, and where it came from."""
+    if file is not None:
+        if not file.is_file():
+            raise UsageError(f"--batch-queue-file {file}: no such file")
+        return load_module(file).BatchQueue, str(file)
+    if hasattr(torch.mps, "BatchQueue"):
+        return torch.mps.BatchQueue, f"installed torch {torch.__version__}"
+    if tree is None:
+        sys.path.insert(0, str(PROJECT_ROOT))
+        try:
+            from mpsbuild.scratch import patched_reference_tree
+        except ImportError as exc:
+            raise UsageError(
+                "this torch has no torch.mps.BatchQueue and the project's mpsbuild package is "
+                "not importable; pass --batch-queue-file PATH/torch/mps/batch_queue.py"
+            ) from exc
+        with tempfile.TemporaryDirectory(prefix="bench-batching-") as scratch:
+            tree = patched_reference_tree(Path(scratch) / "tree")
+            return load_from_tree(tree), "the patched reference tree (patches/v2.9.1/series)"
+    return load_from_tree(tree), str(tree / MODULE_IN_TREE)
+
+
+def load_from_tree(tree: Path) -> type:
+    source = tree / MODULE_IN_TREE
+    if not source.is_file():
+        raise UsageError(
+            f"{source} does not exist (the patch series lacks BatchQueue?); pass --tree DIR "
+            "of a PyTorch tree that has it, or --batch-queue-file"
+        )
+    return load_module(source).BatchQueue
+
+
+# ---------------------------------------------------------------- models
+
+
+def make_mlp() -> nn.Module:
+    """The 3-layer MLP of the seed's measurements: 1024-1024-1024-10, about 2.1M params."""
+    return nn.Sequential(
+        nn.Linear(MLP_WIDTH, MLP_WIDTH),
+        nn.ReLU(),
+        nn.Linear(MLP_WIDTH, MLP_WIDTH),
+        nn.ReLU(),
+        nn.Linear(MLP_WIDTH, 10),
+    )
+
+
+def make_transformer() -> nn.Module:
+    layer = nn.TransformerEncoderLayer(
+        d_model=D_MODEL, nhead=4, dim_feedforward=1024, batch_first=True
+    )
+    return nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "mlp": (make_mlp, (MLP_WIDTH,)),
+    "transformer": (make_transformer, (SEQ_LEN, D_MODEL)),
+}
+
+
+# ---------------------------------------------------------------- measurement
+
+
+class Sample:
+    """Work done and latencies seen by a set of client threads during measured windows."""
+
+    def __init__(self) -> None:
+        self.work = 0.0  # requests completed, counting partial calls in proportion
+        self.seconds = 0.0
+        self.latencies: list[float] = []
+
+    def add(self, other: Sample) -> None:
+        self.work += other.work
+        self.seconds += other.seconds
+        self.latencies += other.latencies
+
+    def summary(self) -> dict[str, float]:
+        if not self.latencies:
+            raise RuntimeError("no request completed in the measured windows: the model is far "
+                               "too slow for this device; raise --seconds")  # fmt: skip
+        ordered = sorted(self.latencies)
+        return {
+            "throughput_rps": self.work / self.seconds,
+            "p50_ms": ordered[round(0.50 * (len(ordered) - 1))] * 1e3,
+            "p99_ms": ordered[round(0.99 * (len(ordered) - 1))] * 1e3,
+        }
+
+
+class Window:
+    """The measured part of a closed-loop run: after ``warmup``, for ``seconds`` or longer.
+
+    Each call counts its rows in proportion to how much of its duration lies inside the
+    window. A client's calls follow each other back to back, so this counts exactly the work
+    done inside the window, even when a call takes longer than the window (a slow model) or
+    when an unfair lock gives one thread several turns in a row. The window grows until
+    MIN_COMPLETIONS calls have finished inside it.
+    """
+
+    MIN_COMPLETIONS = 4
+    MAX_STRETCH = 40  # the window never grows past this many times ``seconds``
+
+    def __init__(self, warmup: float, seconds: float) -> None:
+        self.warmup, self.seconds = warmup, seconds
+        self.stop = threading.Event()
+        self.begin = self.end = 0.0
+
+    def run(self, records: list[list[tuple[float, float, int]]]) -> None:
+        """Wait out the warm-up and the window (grown as needed), then tell clients to stop."""
+        self.begin = time.perf_counter() + self.warmup
+        self.end = self.begin + self.seconds
+        while True:
+            time.sleep(max(0.0, self.end - time.perf_counter()))
+            inside = sum(1 for per in records for r in list(per) if r[0] >= self.begin)
+            limit = self.begin + self.MAX_STRETCH * self.seconds
+            if inside >= self.MIN_COMPLETIONS or self.end >= limit:
+                break
+            self.end = min(limit, self.end + self.seconds / 2)
+        self.stop.set()
+
+    def sample(self, records: list[list[tuple[float, float, int]]]) -> Sample:
+        """records: per thread, (finished_at, duration_s, rows) of each call."""
+        sample = Sample()
+        sample.seconds = self.end - self.begin
+        for finished, duration, rows in (r for per_thread in records for r in per_thread):
+            overlap = min(finished, self.end) - max(finished - duration, self.begin)
+            if overlap > 0:
+                sample.work += rows * overlap / duration
+            if self.begin <= finished <= self.end:
+                sample.latencies += [duration] * rows
+        return sample
+
+
+def run_clients(
+    request: Callable[[torch.Tensor], Any], inputs: list[torch.Tensor], window: Window, rows: int
+) -> Sample:
+    """One thread per input calls request(input) in a closed loop until the window ends."""
+    records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
+    ready = threading.Barrier(len(inputs) + 1)
+
+    def client(x: torch.Tensor, out: list[tuple[float, float, int]]) -> None:
+        with torch.inference_mode():
+            ready.wait()
+            now = time.perf_counter
+            while not window.stop.is_set():
+                started = now()
+                request(x)
+                finished = now()
+                out.append((finished, finished - started, rows))
+
+    threads = [
+        threading.Thread(target=client, args=(x, out), daemon=True)
+        for x, out in zip(inputs, records, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    ready.wait()
+    window.run(records)
+    for t in threads:
+        t.join()
+    return window.sample(records)
+
+
+def to_host(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The last step of every request: the output on the host (a no-op on CPU)."""
+    if device.type == "cpu":
+        return lambda y: y
+    return lambda y: y.cpu()
+
+
+def measure_mode(
+    mode: str,
+    model: Callable[[torch.Tensor], torch.Tensor],
+    inputs: list[torch.Tensor],
+    device: torch.device,
+    batch_queue: type,
+    args: argparse.Namespace,
+) -> tuple[Sample, dict[str, Any] | None]:
+    """One measured window of ``mode`` with len(inputs) clients; queue stats for batchqueue."""
+    window = Window(args.warmup, args.seconds / args.rounds)
+    host = to_host(device)
+    clients = len(inputs)
+    if mode == "offline":
+        batch = torch.cat(inputs)
+        return run_clients(lambda x: host(model(x)), [batch], window, rows=clients), None
+    if mode == "threads":
+        return run_clients(lambda x: host(model(x)), inputs, window, rows=1), None
+    if mode == "locked":
+        lock = threading.Lock()
+
+        def locked(x: torch.Tensor) -> torch.Tensor:
+            with lock:
+                return host(model(x))
+
+        return run_clients(locked, inputs, window, rows=1), None
+    queue = batch_queue(
+        model,
+        max_batch_size=args.max_batch_size or clients,
+        max_delay_ms=args.max_delay_ms,
+        inference_mode=True,
+        output_device=None if device.type == "cpu" else "cpu",
+        name="bench-batchqueue",
+    )
+    opened = time.perf_counter()
+    with queue:
+        sample = run_clients(queue, inputs, window, rows=1)
+    return sample, {**queue.stats(), "open_seconds": time.perf_counter() - opened}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def warm_up(model: nn.Module, shape: tuple[int, ...], device: torch.device, sizes: list[int]):
+    """Run every batch size twice so first-call costs stay out of the windows."""
+    with torch.inference_mode():
+        for size in sorted(set(sizes)):
+            for _ in range(2):
+                model(torch.randn(size, *shape, device=device)).cpu()
+    synchronize(device)
+
+
+def bench_model(
+    name: str, device: torch.device, batch_queue: type, args: argparse.Namespace
+) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every mode at every client count; returns (parameter count, rows, queue stats).
+
+    The modes of one client count take turns in ``args.rounds`` rounds, so a change in the
+    machine's load during the run (other processes) affects them all alike.
+    """
+    make, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = make().to(device).eval()
+    warm_up(model, shape, device, [1, *args.clients, args.max_batch_size or 1])
+    results, queue_stats = [], []
+    for clients in args.clients:
+        inputs = [torch.randn(1, *shape, device=device) for _ in range(clients)]
+        samples = {mode: Sample() for mode in args.modes}
+        batches = rows_run = busy = open_seconds = 0.0
+        for _ in range(args.rounds):
+            for mode in args.modes:
+                sample, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
+                samples[mode].add(sample)
+                if stats is not None:
+                    batches += stats["batches"]
+                    rows_run += stats["batches"] * stats["mean_batch_size"]
+                    busy += stats["busy_seconds"]
+                    open_seconds += stats["open_seconds"]
+        for mode in args.modes:
+            summary = samples[mode].summary()
+            results.append({"model": name, "mode": mode, "clients": clients, **summary})
+            note = ""
+            if mode == "batchqueue":
+                mean_batch = rows_run / batches if batches else 0.0
+                queue_stats.append({"model": name, "clients": clients, "batches": int(batches),
+                                    "mean_batch_size": mean_batch,
+                                    "worker_busy_fraction": busy / open_seconds})  # fmt: skip
+                note = f"  mean batch {mean_batch:.1f}, worker busy {busy / open_seconds:.0%}"
+            print(
+                f"{name:12s} {mode:10s} clients={clients:3d}  {summary['throughput_rps']:10.1f} "
+                f"req/s  p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms{note}",
+                flush=True,
+            )
+    return sum(p.numel() for p in model.parameters()), results, queue_stats
+
+
+def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The queue's own cost with a no-op fn, in microseconds per request.
+
+    closed_loop: N client threads each calling queue(x), so every request also pays for a
+    thread wake-up; pipelined: one thread submits bursts of 64 futures, then waits for them.
+    """
+    inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
+    closed: dict[str, float] = {}
+    for clients in args.clients:
+        queue = batch_queue(lambda x: x, max_batch_size=clients, max_delay_ms=args.max_delay_ms)
+        with queue:
+            window = Window(args.warmup, args.seconds)
+            summary = run_clients(queue, inputs[:clients], window, rows=1).summary()
+        closed[str(clients)] = 1e6 / summary["throughput_rps"]
+        print(
+            f"no-op        closed loop clients={clients:3d}  {closed[str(clients)]:6.1f} us/request"
+        )
+
+    burst = 64
+    queue = batch_queue(lambda x: x, max_batch_size=burst, max_delay_ms=args.max_delay_ms)
+
+    def submit_burst(x: torch.Tensor) -> None:
+        for future in [queue.submit(x) for _ in range(burst)]:
+            future.result()
+
+    with queue:
+        window = Window(args.warmup, args.seconds)
+        summary = run_clients(submit_burst, inputs[:1], window, burst).summary()
+    pipelined = 1e6 / summary["throughput_rps"]
+    print(f"{'no-op':12s} pipelined submit, bursts of {burst}: {pipelined:6.1f} us/request")
+    return {"closed_loop_us_per_request": closed, "pipelined_us_per_request": pipelined}
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (model, mode, clients), rps in by_key.items():
+        if mode != "batchqueue":
+            continue
+        entry = out.setdefault(model, {}).setdefault(str(clients), {})
+        for other in ("locked", "offline"):
+            if (model, other, clients) in by_key:
+                entry[f"batchqueue_vs_{other}"] = rps / by_key[(model, other, clients)]
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+
+def plot(path: Path, results: list[dict[str, Any]], device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in results))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for mode in MODES:
+            rows = [r for r in results if r["model"] == model and r["mode"] == mode]
+            if rows:
+                ax.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows],
+                        marker="o", label=mode)  # fmt: skip
+        ax.set(title=f"{model} on {device}", xlabel="client threads", ylabel="requests/s")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def print_ratios(table: dict[str, dict[str, dict[str, float]]]) -> None:
+    print("\nratios (throughput of batchqueue / other mode, same run):")
+    for model, per_clients in table.items():
+        for clients, entry in per_clients.items():
+            text = "  ".join(f"{k} {v:6.2f}x" for k, v in entry.items())
+            print(f"  {model:12s} clients={clients:>3s}  {text}")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu")
+    parser.add_argument("--clients", default="1,8,32,64", help="comma-separated thread counts")
+    parser.add_argument("--json", type=Path, required=True, help="write results here")
+    parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
+    parser.add_argument("--quick", action="store_true", help="short windows (smoke test)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument("--seconds", type=float, help="measured time per mode (default 2)")
+    parser.add_argument("--rounds", type=int, help="modes take turns this often (default 3)")
+    parser.add_argument("--warmup", type=float, help="unmeasured seconds first (default 0.5)")
+    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--max-batch-size", type=int, help="default: the client count")
+    parser.add_argument("--no-overhead", action="store_true", help="skip the no-op overhead")
+    parser.add_argument("--batch-queue-file", type=Path, help="path of batch_queue.py to use")
+    parser.add_argument("--tree", type=Path, help="patched PyTorch tree holding BatchQueue")
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (0.6 if args.quick else 2.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 0.3)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1:
+        raise UsageError("--seconds must be > 0, --warmup >= 0 and --rounds >= 1")
+    try:
+        args.clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        raise UsageError(f"--clients {args.clients!r}: give integers like 1,8,32,64") from None
+    if not args.clients or min(args.clients) < 1:
+        raise UsageError("--clients: every client count must be >= 1")
+    args.models = split_choices("--models", args.models, MODELS)
+    args.modes = split_choices("--modes", args.modes, MODES)
+    return args
+
+
+def split_choices(flag: str, text: str, allowed: Any) -> list[str]:
+    chosen = [c for c in text.split(",") if c]
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown or not chosen:
+        raise UsageError(f"{flag}: unknown {unknown or text!r}; choose from {', '.join(allowed)}")
+    return chosen
+
+
+def check_environment(args: argparse.Namespace) -> torch.device:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch.cuda.is_available() is False on this machine")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: torch.backends.mps.is_available() is False here")
+    if device.type == "mps" and "threads" in args.modes:
+        print("note: mode 'threads' is skipped on mps (unlocked threads crash stock MPS)")
+        args.modes = [m for m in args.modes if m != "threads"]
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib, "
+            "or leave out --plot (the JSON has every figure)"
+        )
+    return device
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        device = check_environment(args)
+        batch_queue, source = find_batch_queue(args.batch_queue_file, args.tree)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} intra-op "
+          f"threads, BatchQueue from {source}", flush=True)  # fmt: skip
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    queue_stats: list[dict[str, Any]] = []
+    parameters: dict[str, int] = {}
+    for name in args.models:
+        parameters[name], rows, stats = bench_model(name, device, batch_queue, args)
+        results += rows
+        queue_stats += stats
+    overhead = None if args.no_overhead else bench_noop_overhead(batch_queue, args)
+    table = ratios(results)
+    report = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "intra_op_threads": torch.get_num_threads(),
+        "batch_queue_source": source,
+        "settings": {
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "max_delay_ms": args.max_delay_ms,
+            "max_batch_size": args.max_batch_size or "clients",
+            "quick": args.quick,
+        },
+        "model_parameters": parameters,
+        "results": results,
+        "ratios": table,
+        "batchqueue_stats": queue_stats,
+        "noop_overhead": overhead,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_ratios(table)
+    print(f"wrote {args.json} ({report['wall_seconds']} s)")
+    if args.plot is not None:
+        plot(args.plot, results, str(device))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

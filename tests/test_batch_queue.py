@@ -1,0 +1,627 @@
+"""BatchQueue (torch/mps/batch_queue.py of the patched tree), run on CPU with the installed torch.
+
+The module is loaded by path from the PyTorch tree our patch series produces: the rest of that
+torch package cannot be imported on Linux, but the module only uses the public torch API.
+``BATCH_QUEUE_TREE=DIR`` tests the module of another PyTorch tree (e.g. a patch repo) instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter, namedtuple
+from concurrent.futures import CancelledError, Future
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+MODULE_PATH = Path("torch") / "mps" / "batch_queue.py"
+WAIT = 30  # seconds; no result() in this file may block forever
+
+
+@pytest.fixture(scope="session")
+def bq(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    override = os.environ.get("BATCH_QUEUE_TREE")
+    if override:
+        tree = Path(override)
+    else:
+        from mpsbuild.scratch import patched_reference_tree
+
+        tree = patched_reference_tree(tmp_path_factory.mktemp("patched") / "pytorch")
+    source = tree / MODULE_PATH
+    if not source.is_file():
+        pytest.fail(
+            f"{source} does not exist: the patch series does not add {MODULE_PATH} yet; "
+            "merge the BatchQueue patch, or set BATCH_QUEUE_TREE to a PyTorch tree that has it"
+        )
+    spec = importlib.util.spec_from_file_location("patched_torch_mps_batch_queue", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(*values: float, width: int = 3) -> torch.Tensor:
+    """A request of len(values) rows; row i is filled with values[i]."""
+    return torch.tensor(values, dtype=torch.float32).unsqueeze(1).repeat(1, width)
+
+
+class Recorder:
+    """fn for the queue: records each batch's first column, returns x * 2."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[float]] = []
+        self.gate = gate
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            assert self.gate.wait(WAIT)
+        self.batches.append(x[:, 0].tolist())
+        return x * 2
+
+
+# ---------------------------------------------------------------- ordering and slicing
+
+
+def test_each_caller_gets_its_rows_in_submission_order(bq):
+    record = Recorder(gate=threading.Event())
+    with bq.BatchQueue(record, max_batch_size=8, max_delay_ms=200) as queue:
+        futures = [queue.submit(rows(float(i))) for i in range(20)]
+        record.gate.set()
+        results = [f.result(WAIT) for f in futures]
+    for i, result in enumerate(results):
+        assert torch.equal(result, rows(2.0 * i))
+    flat = [v for batch in record.batches for v in batch]
+    assert flat == [float(i) for i in range(20)]
+    assert [len(b) for b in record.batches] == [8, 8, 4]
+
+
+def test_threads_each_get_their_own_results(bq):
+    with bq.BatchQueue(lambda x: x + 1, max_batch_size=16, max_delay_ms=1) as queue:
+
+        def client(cid: int, out: list) -> None:
+            for k in range(50):
+                value = cid * 1000 + k
+                out.append((value, queue(rows(value))[0, 0].item()))
+
+        outputs: list[list] = [[] for _ in range(8)]
+        threads = [
+            threading.Thread(target=client, args=(c, outputs[c]), daemon=True) for c in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        stats = queue.stats()
+    for out in outputs:
+        assert len(out) == 50
+        assert all(got == sent + 1 for sent, got in out)
+    assert stats["requests"] == 400
+    assert stats["mean_batch_size"] > 1.0  # 8 threads really shared batches
+
+
+Pair = namedtuple("Pair", "left right")
+
+
+@pytest.mark.parametrize(
+    "make_output,check",
+    [
+        (
+            lambda x: (x, x.sum(1)),
+            lambda o, x: isinstance(o, tuple) and torch.equal(o[1], x.sum(1)),
+        ),
+        (lambda x: [x, x * 3], lambda o, x: isinstance(o, list) and torch.equal(o[1], x * 3)),
+        (
+            lambda x: {"y": x - 1, "n": x.norm(dim=1)},
+            lambda o, x: list(o) == ["y", "n"] and torch.equal(o["y"], x - 1),
+        ),
+        (lambda x: Pair(x, None), lambda o, x: isinstance(o, Pair) and o.right is None),
+        (lambda x: (x, {"deep": [x + 5]}), lambda o, x: torch.equal(o[1]["deep"][0], x + 5)),
+    ],
+    ids=["tuple", "list", "dict", "namedtuple-with-None", "nested"],
+)
+def test_outputs_are_sliced_per_caller_in_every_structure(bq, make_output, check):
+    gate = threading.Event()
+
+    def fn(x):
+        assert gate.wait(WAIT)
+        return make_output(x)
+
+    requests = [rows(1.0), rows(2.0, 3.0, 4.0), rows(5.0, 6.0)]  # 1, 3 and 2 rows
+    with bq.BatchQueue(fn, max_batch_size=64, max_delay_ms=50) as queue:
+        futures = [queue.submit(x) for x in requests]
+        gate.set()
+        for x, future in zip(requests, futures, strict=True):
+            out = future.result(WAIT)
+            assert check(out, x)
+            first = out[0] if not isinstance(out, dict) else out["y"]
+            assert first.shape[0] == x.shape[0]
+        assert queue.stats()["batches"] == 1
+
+
+def test_structured_inputs_are_collated_leaf_by_leaf(bq):
+    calls = []
+
+    def fn(features, extra):
+        calls.append((features["a"].shape[0], extra[0].shape[0]))
+        return features["a"] + features["b"] * extra[0] + extra[1]
+
+    def request(v: float, n: int):
+        a = torch.full((n, 2), v)
+        return {"a": a, "b": a * 10}, (torch.ones(n, 2), torch.full((n, 2), 0.5))
+
+    gate_inputs = [request(1.0, 1), request(2.0, 2), request(3.0, 1)]
+    with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=200) as queue:
+        futures = [queue.submit(*args) for args in gate_inputs]
+        results = [f.result(WAIT) for f in futures]
+    assert calls == [(4, 4)]
+    for (feats, extra), out in zip(gate_inputs, results, strict=True):
+        assert torch.equal(out, feats["a"] + feats["b"] * extra[0] + extra[1])
+
+
+def test_only_compatible_requests_share_a_batch(bq):
+    seen = []
+    gate = threading.Event()
+
+    def fn(x):
+        assert gate.wait(WAIT)
+        seen.append((tuple(x.shape), x.dtype))
+        return x
+
+    shapes = [(1, 3), (1, 4), (2, 3), (1, 3)]
+    with bq.BatchQueue(fn, max_batch_size=64, max_delay_ms=100) as queue:
+        futures = [queue.submit(torch.zeros(s)) for s in shapes]
+        futures.append(queue.submit(torch.zeros(1, 3, dtype=torch.float64)))
+        futures.append(queue.submit(torch.zeros(1, 3, 1)))
+        gate.set()
+        outs = [f.result(WAIT) for f in futures]
+    assert [tuple(o.shape) for o in outs] == [*shapes, (1, 3), (1, 3, 1)]
+    assert outs[-2].dtype == torch.float64
+    # (1,3)+(2,3)+(1,3) float32 -> one batch of 4 rows; the other three each alone. No padding.
+    assert sorted(seen, key=str) == sorted(
+        [((4, 3), torch.float32), ((1, 4), torch.float32), ((1, 3), torch.float64),
+         ((1, 3, 1), torch.float32)],
+        key=str,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- batch triggers
+
+
+def test_full_batch_runs_without_waiting_for_the_delay(bq):
+    record = Recorder()
+    with bq.BatchQueue(record, max_batch_size=4, max_delay_ms=60_000) as queue:
+        start = time.monotonic()
+        futures = [queue.submit(rows(float(i))) for i in range(8)]
+        for f in futures:
+            f.result(WAIT)
+        elapsed = time.monotonic() - start
+        assert elapsed < 5.0
+        assert record.batches == [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
+        late = queue.submit(rows(9.0))  # not full: waits for the (long) delay ...
+        time.sleep(0.2)
+        assert not late.done()
+    assert late.result(WAIT)[0, 0].item() == 18.0  # ... until close() drains it
+
+
+def test_partial_batch_runs_when_its_oldest_request_waited_max_delay(bq):
+    record = Recorder()
+    with bq.BatchQueue(record, max_batch_size=100, max_delay_ms=150) as queue:
+        start = time.monotonic()
+        futures = [queue.submit(rows(float(i))) for i in range(3)]
+        assert not futures[0].done()
+        for f in futures:
+            f.result(WAIT)
+        elapsed = time.monotonic() - start
+    assert elapsed >= 0.14
+    assert elapsed < 5.0
+    assert record.batches == [[0.0, 1.0, 2.0]]
+
+
+def test_zero_delay_runs_what_is_queued_at_once(bq):
+    with bq.BatchQueue(lambda x: x, max_batch_size=100, max_delay_ms=0) as queue:
+        start = time.monotonic()
+        assert queue(rows(1.0))[0, 0].item() == 1.0
+        assert time.monotonic() - start < 2.0
+
+
+def test_oversized_request_runs_alone_and_whole(bq):
+    record = Recorder()
+    with bq.BatchQueue(record, max_batch_size=4, max_delay_ms=1) as queue:
+        out = queue(rows(*range(10)))
+    assert out.shape == (10, 3)
+    assert record.batches == [[float(i) for i in range(10)]]
+
+
+# ---------------------------------------------------------------- invalid input
+
+
+@pytest.mark.parametrize(
+    "inputs,error,message",
+    [
+        ((), TypeError, "at least one input tensor"),
+        ((torch.tensor(1.0),), ValueError, "0-dim tensor"),
+        ((torch.zeros(0, 3),), ValueError, "batch size 0"),
+        (([1.0, 2.0],), TypeError, "input 0[0] is a float"),
+        (({"a": torch.zeros(2, 1), "b": torch.zeros(3, 1)},), ValueError, "same batch size"),
+        ((torch.zeros(2, 2).to_sparse(),), ValueError, "only dense tensors"),
+        ((torch.zeros(1, 2), "text"), TypeError, "input 1 is a str"),
+    ],
+    ids=["nothing", "scalar", "empty", "not-a-tensor", "mismatched", "sparse", "string"],
+)
+def test_invalid_input_fails_at_submit_with_a_clear_message(bq, inputs, error, message):
+    with bq.BatchQueue(lambda x: x, max_delay_ms=1) as queue:
+        with pytest.raises(error, match=message.replace("[", r"\[").replace("]", r"\]")):
+            queue.submit(*inputs)
+        with pytest.raises(error):
+            queue(*inputs)
+        assert queue.stats()["pending"] == 0
+        assert queue(rows(1.0))[0, 0].item() == 1.0  # the queue still works
+
+
+def test_constructor_rejects_bad_settings(bq):
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
+        bq.BatchQueue(lambda x: x, max_batch_size=0)
+    with pytest.raises(TypeError, match="max_batch_size must be an int"):
+        bq.BatchQueue(lambda x: x, max_batch_size=2.5)
+    with pytest.raises(ValueError, match="max_delay_ms must be >= 0"):
+        bq.BatchQueue(lambda x: x, max_delay_ms=-1)
+    with pytest.raises(TypeError, match="fn must be callable"):
+        bq.BatchQueue(42)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def poison_sensitive(x: torch.Tensor) -> torch.Tensor:
+    """Fails on any batch holding a negative row, like a model that chokes on bad data."""
+    if (x < 0).any():
+        raise ValueError(f"negative input in a batch of {x.shape[0]}")
+    return x * 2
+
+
+def test_failing_requests_are_isolated_and_good_ones_succeed(bq):
+    gate = threading.Event()
+
+    def fn(x):
+        assert gate.wait(WAIT)
+        return poison_sensitive(x)
+
+    values = [float(i) for i in range(16)]
+    values[3] = values[11] = -1.0
+    with bq.BatchQueue(fn, max_batch_size=16, max_delay_ms=100) as queue:
+        futures = [queue.submit(rows(v)) for v in values]
+        gate.set()
+        for v, f in zip(values, futures, strict=True):
+            if v < 0:
+                with pytest.raises(ValueError, match=r"batch of 1$"):
+                    f.result(WAIT)
+            else:
+                assert f.result(WAIT)[0, 0].item() == 2 * v
+        stats = queue.stats()
+    assert stats["failed_requests"] == 2
+    assert stats["requests"] == 14
+    assert stats["fn_errors"] >= 3  # the full batch, then halves down to the two culprits
+
+
+def test_blocking_call_raises_the_requests_own_error(bq):
+    with bq.BatchQueue(poison_sensitive, max_delay_ms=1) as queue:
+        with pytest.raises(ValueError, match="negative input"):
+            queue(rows(-5.0))
+        assert queue(rows(5.0))[0, 0].item() == 10.0
+
+
+def test_output_without_the_batch_dimension_fails_clearly(bq):
+    with (
+        bq.BatchQueue(lambda x: x.sum(), max_delay_ms=1) as queue,
+        pytest.raises(ValueError, match="must have the batch as dim 0"),
+    ):
+        queue.submit(rows(1.0, 2.0)).result(WAIT)
+
+
+def test_calling_the_queue_from_its_own_fn_raises_instead_of_deadlocking(bq):
+    holder = {}
+
+    def fn(x):
+        return holder["queue"](x)
+
+    with bq.BatchQueue(fn, max_delay_ms=1) as queue:
+        holder["queue"] = queue
+        with pytest.raises(RuntimeError, match="would wait for itself"):
+            queue.submit(rows(1.0)).result(WAIT)
+
+
+def test_cancelled_future_is_left_out_of_its_batch(bq):
+    record = Recorder()
+    with bq.BatchQueue(record, max_batch_size=8, max_delay_ms=300) as queue:
+        futures = [queue.submit(rows(float(i))) for i in range(3)]
+        assert futures[1].cancel()
+    assert futures[0].result(WAIT)[0, 0].item() == 0.0
+    assert futures[2].result(WAIT)[0, 0].item() == 4.0
+    with pytest.raises(CancelledError):
+        futures[1].result(WAIT)
+    assert record.batches == [[0.0, 2.0]]
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_close_with_drain_runs_everything_queued_without_waiting(bq):
+    queue = bq.BatchQueue(lambda x: x + 1, max_batch_size=1000, max_delay_ms=60_000)
+    futures = [queue.submit(rows(float(i))) for i in range(10)]
+    start = time.monotonic()
+    queue.close()
+    assert time.monotonic() - start < 5.0
+    assert [f.result(0)[0, 0].item() for f in futures] == [float(i + 1) for i in range(10)]
+    assert queue.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        queue.submit(rows(1.0))
+    with pytest.raises(RuntimeError, match="closed"):
+        queue(rows(1.0))
+    queue.close()  # idempotent
+
+
+def test_close_without_drain_fails_queued_requests_and_finishes_the_running_batch(bq):
+    started, gate = threading.Event(), threading.Event()
+
+    def fn(x):
+        started.set()
+        assert gate.wait(WAIT)
+        return x
+
+    queue = bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0)
+    running = queue.submit(rows(1.0))
+    assert started.wait(WAIT)
+    queued = [queue.submit(rows(2.0)) for _ in range(5)]
+    closer = threading.Thread(target=queue.close, kwargs={"drain": False}, daemon=True)
+    closer.start()
+    for f in queued:
+        with pytest.raises(RuntimeError, match="closed \\(drain=False\\)"):
+            f.result(WAIT)
+    gate.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert running.result(WAIT)[0, 0].item() == 1.0
+
+
+def test_context_manager_closes_and_drains(bq):
+    with bq.BatchQueue(lambda x: x, max_batch_size=100, max_delay_ms=60_000) as queue:
+        future = queue.submit(rows(3.0))
+    assert queue.closed
+    assert future.result(0)[0, 0].item() == 3.0
+
+
+class WorkerKiller(BaseException):
+    """Not an Exception: fn raising it is not a request's fault; it kills the worker."""
+
+
+def test_worker_death_fails_every_pending_request_with_the_cause(bq):
+    started, gate = threading.Event(), threading.Event()
+    killer = WorkerKiller("boom")
+
+    def fn(x):
+        started.set()
+        assert gate.wait(WAIT)
+        raise killer
+
+    queue = bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=0)
+    running = queue.submit(rows(1.0))
+    assert started.wait(WAIT)
+    queued = [queue.submit(rows(float(i))) for i in range(6)]
+    blocked: list[BaseException] = []
+
+    def blocking_caller() -> None:
+        try:
+            queue(rows(9.0))
+        except BaseException as exc:
+            blocked.append(exc)
+
+    caller = threading.Thread(target=blocking_caller, daemon=True)
+    caller.start()
+    time.sleep(0.05)
+    gate.set()
+    caller.join(WAIT)
+    assert not caller.is_alive()
+    for f in [running, *queued]:
+        exc = f.exception(WAIT)
+        assert isinstance(exc, RuntimeError)
+        assert "worker thread died" in str(exc)
+        assert exc.__cause__ is killer
+    assert len(blocked) == 1
+    assert blocked[0].__cause__ is killer
+    with pytest.raises(RuntimeError, match="worker thread died") as info:
+        queue.submit(rows(1.0))
+    assert info.value.__cause__ is killer
+    assert queue.closed
+    queue.close()  # returns: the worker is gone
+
+
+# ---------------------------------------------------------------- options and stats
+
+
+def test_inference_mode_is_opt_in(bq):
+    weight = torch.ones(3, 3, requires_grad=True)
+    with bq.BatchQueue(lambda x: x @ weight, max_delay_ms=1) as plain:
+        assert plain(rows(1.0)).requires_grad
+    with bq.BatchQueue(lambda x: x @ weight, max_delay_ms=1, inference_mode=True) as inference:
+        out = inference(rows(1.0))
+    assert out.is_inference()
+    assert not out.requires_grad
+
+
+def test_output_device_copies_each_batch_once(bq):
+    with bq.BatchQueue(lambda x: x * 2, max_delay_ms=1, output_device="cpu") as queue:
+        assert queue(rows(2.0))[0, 0].item() == 4.0
+
+
+def test_stats_report_batches_sizes_and_percentiles(bq):
+    gate = threading.Event()
+
+    def fn(x):
+        assert gate.wait(WAIT)
+        return x
+
+    started = time.monotonic()
+    with bq.BatchQueue(fn, max_batch_size=4, max_delay_ms=10_000) as queue:
+        futures = [queue.submit(rows(1.0)) for _ in range(8)]
+        assert queue.stats()["pending"] >= 4  # the first batch of 4 may be running
+        time.sleep(0.05)
+        gate.set()
+        for f in futures:
+            f.result(WAIT)
+        stats = queue.stats()
+    elapsed = time.monotonic() - started
+    assert stats["batches"] == 2
+    assert 0.04 <= stats["busy_seconds"] <= elapsed  # the first batch waited 0.05 s in fn
+    assert stats["requests"] == 8
+    assert stats["mean_batch_size"] == 4.0
+    assert stats["pending"] == 0
+    assert 0 <= stats["queue_wait_p50_ms"] <= stats["queue_wait_p99_ms"]
+    assert stats["latency_p99_ms"] >= 50.0 >= 0  # all waited for the gate
+    assert stats["latency_p50_ms"] <= stats["latency_p99_ms"]
+    assert "max_batch_size=4" in repr(queue)
+
+
+def test_batch_inference_serves_a_model_to_threads(bq):
+    model = torch.nn.Linear(3, 2)
+    inputs = [torch.randn(1, 3) for _ in range(32)]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    results: dict[int, torch.Tensor] = {}
+    with bq.batch_inference(model, max_batch_size=8) as infer:
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.__setitem__(i, infer(inputs[i])), daemon=True
+            )
+            for i in range(32)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+    assert infer.closed
+    for i in range(32):
+        assert torch.allclose(results[i], expected[i])
+        assert results[i].is_inference()
+
+
+# ---------------------------------------------------------------- stress
+
+
+@pytest.mark.parametrize("drain", [False, True], ids=["close-drop", "close-drain"])
+def test_stress_every_request_completes_exactly_once(bq, drain):
+    """64 threads, 100,000 requests (futures and blocking calls), 1% poison, close midway."""
+    total, threads_n = (100_000, 64) if not drain else (30_000, 64)
+    per_thread = total // threads_n
+    queue = bq.BatchQueue(poison_sensitive, max_batch_size=32, max_delay_ms=1)
+    completions: Counter[int] = Counter()
+    outcomes: dict[int, str] = {}
+    submitted: list[int] = []
+    rejected = Counter()
+    lock = threading.Lock()
+    close_at = total // 2
+    closed_by: list[int] = []
+
+    def settle(rid: int, value: float, result: torch.Tensor | None, exc: BaseException | None):
+        if exc is None:
+            assert result is not None
+            kind = "ok" if result[0, 0].item() == 2 * value and value >= 0 else "WRONG"
+        elif isinstance(exc, ValueError):
+            kind = "poison" if value < 0 else "WRONG"
+        elif isinstance(exc, RuntimeError) and "drain=False" in str(exc):
+            kind = "dropped"
+        else:
+            kind = f"WRONG {exc!r}"
+        with lock:
+            completions[rid] += 1
+            outcomes[rid] = kind
+
+    def maybe_close() -> None:
+        with lock:
+            due = len(submitted) >= close_at and not closed_by
+            if due:
+                closed_by.append(threading.get_ident())
+        if due:
+            queue.close(drain=drain)
+
+    def future_client(cid: int, rng: random.Random) -> None:
+        for k in range(0, per_thread, 8):
+            pending: list[tuple[int, float, Future]] = []
+            for j in range(k, min(k + 8, per_thread)):
+                rid = cid * per_thread + j
+                value = -1.0 if rng.random() < 0.01 else float(rid)
+                try:
+                    future = queue.submit(rows(value))
+                except RuntimeError:
+                    rejected[cid] += 1
+                    return
+                with lock:
+                    submitted.append(rid)
+                future.add_done_callback(
+                    lambda f, rid=rid, value=value: settle(
+                        rid, value, None if f.exception() else f.result(), f.exception()
+                    )
+                )
+                pending.append((rid, value, future))
+            for _, _, future in pending:
+                future.exception(WAIT)  # completed (either way) in time
+            maybe_close()
+
+    def blocking_client(cid: int, rng: random.Random) -> None:
+        for j in range(per_thread):
+            rid = cid * per_thread + j
+            value = -1.0 if rng.random() < 0.01 else float(rid)
+            with lock:
+                submitted.append(rid)
+            try:
+                result = queue(rows(value))
+            except RuntimeError as exc:
+                if "closed; it accepts no more" in str(exc):
+                    with lock:
+                        submitted.remove(rid)
+                    rejected[cid] += 1
+                    return
+                settle(rid, value, None, exc)
+            except ValueError as exc:
+                settle(rid, value, None, exc)
+            else:
+                settle(rid, value, result, None)
+            maybe_close()
+
+    threads = [
+        threading.Thread(
+            target=future_client if cid % 2 else blocking_client,
+            args=(cid, random.Random(cid)),
+            daemon=True,  # a stuck client must fail the test, not hang the interpreter's exit
+        )
+        for cid in range(threads_n)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    queue.close()
+    assert not any(t.is_alive() for t in threads), "a client is stuck: a request never completed"
+
+    assert closed_by, "the queue was never closed midway"
+    assert len(submitted) == len(set(submitted))
+    assert set(completions) == set(submitted)
+    assert all(n == 1 for n in completions.values()), "a request completed more than once"
+    kinds = Counter(outcomes.values())
+    assert not [k for k in kinds if k.startswith("WRONG")], kinds
+    assert kinds["ok"] > 0.4 * total
+    assert kinds["poison"] > 0
+    assert sum(rejected.values()) > 0  # submits after close() were refused
+    if drain:
+        assert kinds["dropped"] == 0
+    stats = queue.stats()
+    assert stats["requests"] == kinds["ok"]
+    assert stats["failed_requests"] == kinds["poison"]
+    assert stats["mean_batch_size"] > 2
