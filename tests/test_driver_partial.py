@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import git
+from driver_helpers import git
 
 from mpsbuild.patchfile import PartialFile, parse_patch
 from mpsbuild.reference import make_reference_repo

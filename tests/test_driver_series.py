@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import append_line, git, replace_text, run_build
+from driver_helpers import append_line, git, replace_text, run_build
 
 STREAM_H = "aten/src/ATen/mps/MPSStream.h"
 GUARD_H = "aten/src/ATen/mps/MPSGuardImpl.h"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import git, run_build
+from driver_helpers import git, run_build
 
 from mpsbuild.errors import BuildError
 from mpsbuild.options import DEFAULT_REPO, V2_9_1_COMMIT, SourceSpec

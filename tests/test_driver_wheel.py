@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_build
+from driver_helpers import run_build
 
 from mpsbuild import preflight, test
 from mpsbuild.build import build_environment, wheel_version

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import git
+from driver_helpers import git
 
 from mpsbuild.reference import reference_tree
 
