@@ -351,7 +351,9 @@ def check_accelerator_route(b: StreamBackend, sec: Section) -> None:
 
 def check_torch_stream_route(b: StreamBackend, sec: Section) -> None:
     producer, consumer = torch.Stream(device=b.device), torch.Stream(device=b.device)
-    sec.check(producer.device_type == b.device, f"torch.Stream device is {producer.device_type}")
+    # device_type is the DeviceType enum's int; .device is the torch.device to compare.
+    kind = torch.device(producer.device).type
+    sec.check(kind == b.device, f"torch.Stream device is {kind}, not {b.device}")
     sec.check(producer.stream_id != consumer.stream_id, "two torch.Stream() share an id")
     x = b.heavy_input()
     b.synchronize()
