@@ -424,6 +424,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="unmeasured seconds first (default 0.5)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--max-batch-size", type=int, help="default: the client count")
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="sys.setswitchinterval for the run (default: Python's, 5 ms); a "
+                             "probe of how much GIL hand-offs between threads cost")
     parser.add_argument("--no-overhead", action="store_true", help="skip the no-op overhead")
     parser.add_argument("--batch-queue-file", type=Path, help="path of batch_queue.py to use")
     parser.add_argument("--tree", type=Path, help="patched PyTorch tree holding BatchQueue")
@@ -477,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} intra-op "
           f"threads, BatchQueue from {source}", flush=True)  # fmt: skip
     started = time.perf_counter()
@@ -503,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "max_delay_ms": args.max_delay_ms,
             "max_batch_size": args.max_batch_size or "clients",
+            "switch_interval_ms": sys.getswitchinterval() * 1000,
             "quick": args.quick,
         },
         "model_parameters": parameters,
