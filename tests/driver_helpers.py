@@ -15,6 +15,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from mpsbuild.reference import make_reference_repo  # noqa: E402
+from mpsbuild.scratch import patched_reference_tree  # noqa: E402
+
+# Points the tests at another patched PyTorch tree (a patch branch under work) instead of the
+# reference files with patches/v2.9.1/series applied.
+PATCHED_TREE_ENV = "MPSBUILD_PATCHED_TREE"
 
 IDENTITY = {"GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
             "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.com",
@@ -99,3 +104,15 @@ def replace_text(path: str, old: str, new: str) -> EditFn:
         target.write_text(text.replace(old, new, 1))
 
     return edit
+
+
+@pytest.fixture(scope="session")
+def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference tree with the series applied (built once a run), or the override."""
+    override = os.environ.get(PATCHED_TREE_ENV)
+    if override:
+        tree = Path(override)
+        if not (tree / "aten").is_dir() or not (tree / "torch").is_dir():
+            pytest.fail(f"{PATCHED_TREE_ENV}={override} is not a PyTorch tree (no aten/, torch/)")
+        return tree
+    return patched_reference_tree(tmp_path_factory.mktemp("patched") / "pytorch")

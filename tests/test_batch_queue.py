@@ -2,13 +2,12 @@
 
 The module is loaded by path from the PyTorch tree our patch series produces: the rest of that
 torch package cannot be imported on Linux, but the module only uses the public torch API.
-``BATCH_QUEUE_TREE=DIR`` tests the module of another PyTorch tree (e.g. a patch repo) instead.
+``MPSBUILD_PATCHED_TREE=DIR`` tests the module of another PyTorch tree (e.g. a patch repo) instead.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 import sys
 import threading
@@ -26,19 +25,12 @@ WAIT = 30  # seconds; no result() in this file may block forever
 
 
 @pytest.fixture(scope="session")
-def bq(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    override = os.environ.get("BATCH_QUEUE_TREE")
-    if override:
-        tree = Path(override)
-    else:
-        from mpsbuild.scratch import patched_reference_tree
-
-        tree = patched_reference_tree(tmp_path_factory.mktemp("patched") / "pytorch")
-    source = tree / MODULE_PATH
+def bq(patched_tree: Path) -> ModuleType:
+    source = patched_tree / MODULE_PATH
     if not source.is_file():
         pytest.fail(
             f"{source} does not exist: the patch series does not add {MODULE_PATH} yet; "
-            "merge the BatchQueue patch, or set BATCH_QUEUE_TREE to a PyTorch tree that has it"
+            "merge the BatchQueue patch, or set MPSBUILD_PATCHED_TREE to a PyTorch tree that has it"
         )
     spec = importlib.util.spec_from_file_location("patched_torch_mps_batch_queue", source)
     assert spec is not None and spec.loader is not None

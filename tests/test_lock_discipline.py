@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from patched_tree import patched_tree
 
 from mpsbuild.reference import reference_tree
 
@@ -76,8 +75,8 @@ WHOLE_FILES_WITH_ENCODERS = (
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return patched_tree(tmp_path_factory.mktemp("locks"))
+def tree(patched_tree: Path) -> Path:
+    return patched_tree
 
 
 # --- a small scanner for C-family sources -------------------------------------------------------

@@ -13,7 +13,7 @@ the UNPATCHED v2.9.1 functions from the reference tree:
 
 The patched tree is the reference tree with the project's patch series applied
 (``mpsbuild.scratch.patched_reference_tree``). Before the series holds the patches, point
-``TORCH_PATCHED_TREE`` at a patched checkout (e.g. a patch repo on branch mps-patched).
+``MPSBUILD_PATCHED_TREE`` at a patched checkout (e.g. a patch repo on branch mps-patched).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any, ClassVar, Optional
 import pytest
 import torch
 import torch.nn.functional as F
-from patched_tree import patched_tree
 
 from mpsbuild.reference import reference_tree
 
@@ -68,7 +67,7 @@ def function_sources(path: Path, names: list[str]) -> dict[str, str]:
     if missing:
         raise AssertionError(
             f"{path} defines no top-level {', '.join(missing)}; the patch series lacks the MHA "
-            "split patch (set TORCH_PATCHED_TREE to a patched checkout until it is merged)"
+            "split patch (or set MPSBUILD_PATCHED_TREE to a patched checkout)"
         )
     return {name: source for name, source in found.items() if source}
 
@@ -85,8 +84,8 @@ def load_functions(path: Path, names: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def patched_functional(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return patched_tree(tmp_path_factory.mktemp("mha")) / FUNCTIONAL
+def patched_functional(patched_tree: Path) -> Path:
+    return patched_tree / FUNCTIONAL
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """The stream-pool stress test passes on the patched tree and fails on broken pool cores.
 
-The patched tree is the reference tree with the project's series applied; set MPS_POOL_TREE to
-test another tree (e.g. a patch repository before its commits are in the series).
+The patched tree is the reference tree with the project's series applied (the ``patched_tree``
+fixture; MPSBUILD_PATCHED_TREE points it at another tree).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -21,9 +20,8 @@ SUMMARY = re.compile(
     r"(\d+) tsan reports")
 
 
-def run_stress(*args: str) -> subprocess.CompletedProcess[str]:
-    tree = os.environ.get("MPS_POOL_TREE")
-    cmd = [sys.executable, str(SCRIPT), *(["--tree", tree] if tree else []), *args]
+def run_stress(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(SCRIPT), "--tree", str(tree), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 
@@ -32,8 +30,8 @@ def last_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[-1] if lines else ""
 
 
-def test_full_stress_run_is_clean() -> None:
-    proc = run_stress()
+def test_full_stress_run_is_clean(patched_tree: Path) -> None:
+    proc = run_stress(patched_tree)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     match = SUMMARY.search(last_line(proc))
     assert match, f"no summary line last: {proc.stdout[-2000:]}"
@@ -55,8 +53,8 @@ def test_full_stress_run_is_clean() -> None:
         ("no-exit-giveback", "invariant"),
     ],
 )
-def test_planted_bug_is_caught(bug: str, caught_by: str) -> None:
-    proc = run_stress("--plant-bug", bug, "--scale", "20", "--mode", "share")
+def test_planted_bug_is_caught(patched_tree: Path, bug: str, caught_by: str) -> None:
+    proc = run_stress(patched_tree, "--plant-bug", bug, "--scale", "20", "--mode", "share")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     match = SUMMARY.search(last_line(proc))
     if caught_by == "tsan":

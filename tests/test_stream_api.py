@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import importlib.util
 import itertools
-import os
 import re
 import sys
 import threading
@@ -31,10 +30,7 @@ from typing import Any
 
 import pytest
 import torch
-
-from mpsbuild.scratch import patched_reference_tree
-
-PATCHED_TREE_ENV = "MPSBUILD_PATCHED_TREE"
+from driver_helpers import PATCHED_TREE_ENV
 
 # Every torch._C name the patched Python layer may use that a stock build does not have.
 STREAM_POOL_NAMES = (
@@ -56,17 +52,6 @@ _load_counter = itertools.count()
 
 
 # --------------------------------------------------------------------------- the patched tree
-
-
-@pytest.fixture(scope="session")
-def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    override = os.environ.get(PATCHED_TREE_ENV)
-    if override:
-        tree = Path(override)
-        if not tree.is_dir():
-            pytest.fail(f"{PATCHED_TREE_ENV}={override} is not a directory")
-        return tree
-    return patched_reference_tree(tmp_path_factory.mktemp("stream-api") / "pytorch")
 
 
 @pytest.fixture(scope="session")
