@@ -375,8 +375,8 @@ int main() {
 
 def clang() -> str:
     compiler = shutil.which("clang++-16") or shutil.which("clang++")
-    if compiler is None:
-        raise FileNotFoundError("clang++ not found: install clang++-16 (apt install clang-16)")
+    if compiler is None:  # reported as skipped; CI (MPSBUILD_REQUIRE_ALL) turns that into a fail
+        pytest.skip("clang++ not found: install clang++-16 (apt-get install clang-16)")
     return compiler
 
 
