@@ -47,6 +47,7 @@ _FORMAT_PATCH_CONFIG = ["-c", "core.abbrev=12", "-c", "diff.renames=false",
                         "-c", "diff.orderFile=/dev/null", "-c", "diff.suppressBlankEmpty=false"]
 PATCH_NAME = re.compile(r"^\d{4}-.+\.patch$")
 INDEX_LINE = re.compile(r"^index [0-9a-f]+\.\.[0-9a-f]+(?: \d{6})?\n", re.MULTILINE)
+HUNK_SECTION = re.compile(r"^(@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@).*$", re.MULTILINE)
 
 
 # --- reading the series -------------------------------------------------------------------
@@ -369,19 +370,20 @@ def _format_patches(repo: Path, base: str, out: Path) -> list[Path]:
          "--output-directory", str(out), f"{base}..{PATCHED_BRANCH}")
     patches = sorted(out.glob("*.patch"))
     for patch in patches:
-        patch.write_text(_without_index_lines(patch.read_text(errors="surrogateescape")),
+        patch.write_text(_tree_independent(patch.read_text(errors="surrogateescape")),
                          errors="surrogateescape")
     return patches
 
 
-def _without_index_lines(text: str) -> str:
-    """Drop the ``index <old>..<new>`` lines of the diff headers.
+def _tree_independent(text: str) -> str:
+    """Drop what depends on the tree the patch was exported from, not on the change.
 
-    They name blobs of the tree the patch was exported from, which differ between a real
-    v2.9.1 clone and a repository with stand-ins for partly known files; ``git am`` does not
-    need them (no three-way merge), and ``BASE`` pins the base blobs instead.
+    ``index <old>..<new>`` lines name blobs, and the text after a hunk's ``@@`` names the
+    nearest function above it; both differ between a real v2.9.1 clone and a repository with
+    stand-ins for partly known files. ``git am`` needs neither (no three-way merge), and
+    ``BASE`` pins the base blobs instead.
     """
-    return INDEX_LINE.sub("", text)
+    return HUNK_SECTION.sub(r"\1", INDEX_LINE.sub("", text))
 
 
 def _base_entries(repo: Path, base: str) -> dict[str, str]:

@@ -126,6 +126,8 @@ def test_stand_in_repo_round_trip(tmp_path, reference_repo, partial_root, monkey
     assert exported.returncode == 0, exported.stderr
     patch = (out.parent / "0001-Edit-a-partly-known-file.patch").read_text()
     assert "\nindex " not in patch
+    hunks = [line for line in patch.splitlines() if line.startswith("@@ ")]
+    assert hunks and all(line.endswith(" @@") for line in hunks)  # no function-name context
     assert f"{FAKE}\t1234abcd" in (out.parent / "BASE").read_text()
 
     # The exported series checks out against a repository without the file ...
