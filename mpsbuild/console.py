@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -39,7 +39,6 @@ class Runner:
 
     dry_run: bool = False
     log_dir: Path | None = None
-    commands: list[str] = field(default_factory=list)
 
     def show(self, argv: Sequence[str | Path], cwd: Path | None = None,
              env: Mapping[str, str] | None = None) -> str:
@@ -48,7 +47,6 @@ class Runner:
             text = f"(cd {shlex.quote(str(cwd))} && {text})"
         if env:
             text = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + text
-        self.commands.append(text)
         return text
 
     def run(self, argv: Sequence[str | Path], *, cwd: Path | None = None,

@@ -30,7 +30,7 @@ from mpsbuild.patchfile import (
     without_files,
 )
 from mpsbuild.reference import partial_blob, partial_files, reference_partial
-from mpsbuild.source import SourceTree, read_base_file, stand_in_blob, verify_base
+from mpsbuild.source import SourceTree, stand_in_blob, verify_base
 from mpsbuild.state import WorkdirState
 
 __all__ = ["DEFAULT_SERIES", "apply", "apply_series", "check", "export", "status"]
@@ -155,20 +155,6 @@ def _partial_skips(repo: Path, base: str, patches: list[Path], partial_root: Pat
     return skips
 
 
-def _verify_base_allowing_partial(tree: SourceTree, series: Path, skips: PartialSkips) -> None:
-    base_file = series.parent / "BASE"
-    entries = read_base_file(base_file)
-    if not any(path in skips.paths for path in entries):
-        verify_base(tree.path, tree.base_commit, base_file)
-        return
-    # Files this tree lacks are checked against partial/ by --check; verify the rest.
-    with tempfile.TemporaryDirectory() as scratch:
-        reduced = Path(scratch) / "BASE"
-        reduced.write_text("".join(f"{p}\t{b}\n" for p, b in entries.items()
-                                   if p not in skips.paths))
-        verify_base(tree.path, tree.base_commit, reduced)
-
-
 # --- apply --------------------------------------------------------------------------------
 
 @dataclass
@@ -185,7 +171,7 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
     repo = tree.path
     patches = read_series(series)
     skips = _partial_skips(repo, tree.base_commit, patches, partial_root or reference_partial())
-    _verify_base_allowing_partial(tree, series, skips)
+    verify_base(tree.path, tree.base_commit, series.parent / "BASE", frozenset(skips.paths))
     _refuse_am_in_progress(repo)
 
     wanted = _wanted_patch_ids(repo, patches, skips)
@@ -453,7 +439,7 @@ def check(tree: SourceTree, series: Path = DEFAULT_SERIES,
     report = CheckReport()
     with _scratch_worktree(tree) as scratch:
         skips = _partial_skips(scratch, tree.base_commit, patches, partial_root)
-        _verify_base_allowing_partial(tree, series, skips)
+        verify_base(tree.path, tree.base_commit, series.parent / "BASE", frozenset(skips.paths))
         for patch in patches:
             try:
                 _am_one(scratch, patch, skips)

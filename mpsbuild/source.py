@@ -155,14 +155,18 @@ def stand_in_blob(file_path: str) -> str | None:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def verify_base(path: Path, base_commit: str, base_file: Path) -> None:
+def verify_base(path: Path, base_commit: str, base_file: Path,
+                skip: frozenset[str] = frozenset()) -> None:
     """Refuse a tree whose files differ from the ones the series was written against.
 
     BASE may hold an abbreviated blob for a file we know only in part; a repository of the
-    reference files may hold our stand-in for such a file instead of the real one.
+    reference files may hold our stand-in for such a file instead of the real one, or lack it
+    (``skip``: such files are proven against partial/ by --check instead).
     """
     repo = git.Repo(path)
     for file_path, expected in read_base_file(base_file).items():
+        if file_path in skip:
+            continue
         try:
             actual = repo.git.rev_parse(f"{base_commit}:{file_path}")
         except git.GitCommandError:

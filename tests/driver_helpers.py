@@ -33,11 +33,12 @@ def git(repo: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
-def run_build(*args: str | Path, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+def run_build(*args: str | Path, cwd: Path = PROJECT_ROOT,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run build.py as a user does; COLUMNS keeps rich from wrapping messages we match."""
     return subprocess.run([sys.executable, str(PROJECT_ROOT / "build.py"), *map(str, args)],
                           capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from driver_helpers import git
+from driver_helpers import git, run_build
 
 from mpsbuild.patchfile import PartialFile, parse_patch
 from mpsbuild.reference import make_reference_repo
 
-BUILD_PY = Path(__file__).resolve().parent.parent / "build.py"
 FAKE = "aten/src/ATen/native/mps/operations/Fake.mm"
 # A file known in part: lines 1-8 known, 9-12 unknown, 13-20 known (as shared/partial holds).
 KNOWN = {i: f"  line_{i}();" for i in [*range(1, 9), *range(13, 21)]}
@@ -54,11 +51,8 @@ def series_editing_fake(tmp_path: Path, line_number: int) -> Path:
 
 def check(series: Path, repo: Path, workdir: Path, partial: Path,
           stage: str = "--check") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(BUILD_PY), stage, "--repo",
-         str(repo), "--workdir", str(workdir), "--series", str(series), "--no-submodules"],
-        capture_output=True, text=True,
-        env={**os.environ, "TORCH_REFERENCE_PARTIAL": str(partial), "COLUMNS": "200"})
+    return run_build(stage, "--repo", repo, "--workdir", workdir, "--series", series,
+                     "--no-submodules", env={"TORCH_REFERENCE_PARTIAL": str(partial)})
 
 
 def test_partial_model_accepts_known_lines_and_rejects_unknown():
@@ -120,9 +114,7 @@ def test_stand_in_repo_round_trip(tmp_path, reference_repo, partial_root, monkey
     git(clone, "commit", "-q", "-am", "Edit a partly known file", "-m", "Why: test.")
 
     out = tmp_path / "out" / "series"
-    exported = subprocess.run([sys.executable, str(BUILD_PY), "--export", "--workdir",
-                               str(workdir), "--series", str(out)], capture_output=True,
-                              text=True)
+    exported = run_build("--export", "--workdir", workdir, "--series", out)
     assert exported.returncode == 0, exported.stderr
     patch = (out.parent / "0001-Edit-a-partly-known-file.patch").read_text()
     assert "\nindex " not in patch
