@@ -1,0 +1,570 @@
+// Drives the unmodified MPS runtime files (MPSStream.mm, MPSStreamPool.cpp, MPSEvent.mm,
+// MPSAllocator.mm, MPSGuardImpl.mm) on the fake Metal device from many threads.
+//
+// Usage: metalsim_harness SCENARIO     (one scenario per process: env and fork differ)
+//        metalsim_harness --list
+// Prints "scenario NAME: threads=T events=E hazards=H failures=F" last and exits 0 iff the
+// scenario had no failed check and no hazard (3 on timeout). Ops are modelled on ATen's:
+//  - graph op: noteBufferUse() for every buffer outside the queue, then dispatch_sync onto the
+//    current stream's queue, commandEncoder(), encode, synchronize(COMMIT_ADAPTIVE-like COMMIT);
+//  - Metal kernel op: dispatch_sync onto the queue, commandEncoder(), noteBufferUse() inside the
+//    block, setBuffer, dispatch (no commit).
+// noteBufferUse/setPerThreadStreams are weak: on a tree without them the harness still runs.
+
+#include "sim.h"
+
+#include <ATen/mps/MPSAllocatorInterface.h>
+#include <ATen/mps/MPSEvent.h>
+#include <ATen/mps/MPSStream.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace at::mps {
+// Added by the series' hand-off tracking; weak so that older trees (without them) still link.
+__attribute__((weak)) void noteBufferUse(const void* buffer);
+__attribute__((weak)) void setPerThreadStreams(bool enabled);
+} // namespace at::mps
+
+namespace c10::impl {
+extern const DeviceGuardImplInterface* simMpsGuardImpl; // runtime_support.mm
+}
+
+using at::mps::MPSStream;
+using at::mps::SyncType;
+
+namespace {
+
+constexpr size_t kBytes = 4096;
+
+std::atomic<uint64_t> g_threads{0};
+std::atomic<uint64_t> g_failures{0};
+std::string g_scenario;
+
+#define CHECK_SIM(cond, ...)                                              \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      g_failures++;                                                       \
+      std::fprintf(stderr, "CHECK FAILED (%s:%d): %s: ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                                  \
+      std::fprintf(stderr, "\n");                                         \
+    }                                                                     \
+  } while (0)
+
+uint64_t envNumber(const char* name, uint64_t fallback) {
+  const char* text = std::getenv(name);
+  return text && *text ? std::strtoull(text, nullptr, 10) : fallback;
+}
+
+// Scale of every loop (percent): the Python driver lowers it for the planted-bug runs.
+uint64_t scaled(uint64_t count) {
+  return std::max<uint64_t>(1, count * envNumber("METALSIM_SCALE", 100) / 100);
+}
+
+void runThreads(size_t count, const std::function<void(size_t)>& body) {
+  std::vector<std::thread> threads;
+  threads.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    threads.emplace_back([&body, i] { body(i); });
+  }
+  g_threads += count;
+  for (auto& thread : threads) {
+    thread.join();
+  }
+}
+
+// A buffer from the real MPS allocator, held the way a tensor's storage holds it.
+struct Buffer {
+  c10::DataPtr data;
+  id<MTLBuffer> mtl() const {
+    return (id<MTLBuffer>)data.get();
+  }
+};
+
+Buffer allocate(size_t bytes = kBytes) {
+  return Buffer{at::mps::getIMPSAllocator()->allocate(bytes)};
+}
+
+MPSStream* current() {
+  MPSStream* stream = at::mps::getCurrentMPSStream();
+  metalsim::nameQueue(stream->commandQueue(), "stream " + std::to_string(stream->unwrap().id()));
+  return stream;
+}
+
+void noteUse(id<MTLBuffer> buffer) {
+  if (at::mps::noteBufferUse && buffer) {
+    at::mps::noteBufferUse(buffer);
+  }
+}
+
+void encodeKernel(MPSStream* stream, id<MTLBuffer> out, id<MTLBuffer> in) {
+  id<MTLComputeCommandEncoder> encoder = stream->commandEncoder();
+  [encoder setBuffer:out offset:0 atIndex:0];
+  if (in) {
+    [encoder setBuffer:in offset:0 atIndex:1];
+  }
+  [encoder dispatchThreads:MTLSizeMake(kBytes, 1, 1) threadsPerThreadgroup:MTLSizeMake(64, 1, 1)];
+}
+
+// out = in + 1 bytewise (out += 1 without in), as a graph op: commits like MPSGraph does.
+void graphOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
+  noteUse(in);
+  noteUse(out);
+  MPSStream* stream = current();
+  dispatch_sync(stream->queue(), ^{
+    @autoreleasepool {
+      encodeKernel(stream, out, in);
+      stream->synchronize(SyncType::COMMIT);
+    }
+  });
+}
+
+// The same as a Metal kernel op: buffers noted inside the block, nothing committed.
+void kernelOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
+  MPSStream* stream = current();
+  dispatch_sync(stream->queue(), ^{
+    @autoreleasepool {
+      noteUse(in);
+      noteUse(out);
+      encodeKernel(stream, out, in);
+    }
+  });
+}
+
+void fillOp(id<MTLBuffer> buffer, uint8_t value) {
+  noteUse(buffer);
+  current()->fill(buffer, value, kBytes, 0, SyncType::NONE);
+}
+
+// After the caller's stream synchronized: every byte must equal `expected`.
+bool expectBytes(id<MTLBuffer> buffer, uint8_t expected, const std::string& what) {
+  metalsim::cpuRead(buffer, what);
+  const uint8_t* bytes = metalsim::contents(buffer);
+  for (size_t i = 0; i < kBytes; ++i) {
+    if (bytes[i] != expected) {
+      CHECK_SIM(false, "%s: byte %zu is %u, expected %u", what.c_str(), i, bytes[i], expected);
+      return false;
+    }
+  }
+  return true;
+}
+
+void syncCurrent() {
+  current()->synchronize(SyncType::COMMIT_AND_WAIT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+// 64 threads, half on the default stream, half on pool streams: fill, op, commit, sync, check.
+void scenarioStreams64() {
+  const uint64_t cycles = scaled(12);
+  runThreads(64, [cycles](size_t t) {
+    if (t % 2 == 1) {
+      at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    }
+    for (uint64_t c = 0; c < cycles; ++c) {
+      metalsim::setTag("streams64 t" + std::to_string(t) + " c" + std::to_string(c));
+      Buffer buffer = allocate();
+      const uint8_t value = uint8_t(t * 7 + c);
+      fillOp(buffer.mtl(), value);
+      (c % 2 ? graphOp : kernelOp)(buffer.mtl(), nil);
+      syncCurrent();
+      expectBytes(buffer.mtl(), uint8_t(value + 1), "streams64 result");
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
+// query(): false while committed work waits on the GPU, true right after synchronize(), and a
+// bounded `while (!query())` after a commit ends.
+void scenarioQuery() {
+  runThreads(1, [](size_t) {
+    at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    MPSStream* stream = current();
+    Buffer buffer = allocate();
+    CHECK_SIM(stream->query(), "query() of a fresh stream is false");
+
+    id<MTLSharedEvent> gate = [metalsimDevice() newSharedEvent];
+    dispatch_sync(stream->queue(), ^{
+      stream->endKernelCoalescing();
+      [stream->commandBuffer() encodeWaitForEvent:gate value:1];
+    });
+    graphOp(buffer.mtl()); // committed behind the closed gate
+    CHECK_SIM(!stream->query(), "query() is true while committed work waits on the GPU");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK_SIM(!stream->query(), "query() is true while committed work waits on the GPU (later)");
+    gate.signaledValue = 1;
+
+    stream->synchronize(SyncType::COMMIT_AND_WAIT);
+    CHECK_SIM(stream->query(), "query() is false right after synchronize()");
+    CHECK_SIM(stream->query(), "query() is false on the second call after synchronize()");
+
+    for (int round = 0; round < 3; ++round) {
+      graphOp(buffer.mtl());
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+      uint64_t polls = 0;
+      while (!stream->query() && std::chrono::steady_clock::now() < deadline) {
+        ++polls;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
+      CHECK_SIM(stream->query(), "while (!query()) did not end within 2 s (%llu polls)",
+                (unsigned long long)polls);
+    }
+    stream->synchronize(SyncType::COMMIT_AND_WAIT);
+    expectBytes(buffer.mtl(), 4, "query buffer"); // four ops on a zeroed buffer
+    [gate release];
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
+// Hand-off: thread A produces a buffer and passes it to thread B, which reads it right away
+// (a future's result used on another thread). Modes: "default" (no opt-in), "pool" (each thread
+// on its own pool stream, tracking on), "per-thread" (setPerThreadStreams), "events" (tracking
+// off, ordered with an MPS event, CUDA-style), "no-wait" (tracking off, no event: must report).
+void scenarioHandoff(const std::string& mode) {
+  if (mode == "per-thread" && at::mps::setPerThreadStreams) {
+    at::mps::setPerThreadStreams(true);
+  }
+  const uint64_t iterations = scaled(25);
+  constexpr size_t kPairs = 6;
+  runThreads(kPairs, [&](size_t pair) {
+    const bool explicitStreams = mode == "pool" || mode == "events" || mode == "no-wait";
+    struct Handoff {
+      id<MTLBuffer> buffer;
+      uint8_t expected;
+      uint32_t event; // 0: none
+    };
+    for (uint64_t i = 0; i < iterations; ++i) {
+      std::promise<Handoff> give;
+      std::promise<void> done;
+      std::future<Handoff> take = give.get_future();
+      std::future<void> finished = done.get_future();
+      std::thread reader([&, i] {
+        if (explicitStreams) {
+          at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+        }
+        metalsim::setTag("handoff consumer p" + std::to_string(pair) + " i" + std::to_string(i));
+        Handoff h = take.get();
+        if (h.event) {
+          at::mps::getMPSEventPool()->waitForEvent(h.event, false, current());
+        }
+        Buffer out = allocate();
+        (i % 2 ? graphOp : kernelOp)(out.mtl(), h.buffer);
+        syncCurrent();
+        expectBytes(out.mtl(), uint8_t(h.expected + 1), "hand-off result");
+        done.set_value();
+      });
+      if (explicitStreams) {
+        at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+      }
+      metalsim::setTag("handoff producer p" + std::to_string(pair) + " i" + std::to_string(i));
+      Buffer produced = allocate();
+      const uint8_t value = uint8_t(pair * 31 + i);
+      fillOp(produced.mtl(), value);
+      graphOp(produced.mtl()); // value + 1, committed, not waited for
+      uint32_t event = 0;
+      if (mode == "events") {
+        event = at::mps::getMPSEventPool()->acquireEvent(false);
+        at::mps::getMPSEventPool()->recordEvent(event, true, current());
+      }
+      give.set_value({produced.mtl(), uint8_t(value + 1), event});
+      finished.wait();
+      reader.join();
+      g_threads++;
+      if (event) {
+        at::mps::getMPSEventPool()->releaseEvent(event);
+      }
+      syncCurrent();
+      at::mps::setCurrentMPSStream(nullptr);
+    }
+  });
+}
+
+// Events recorded on one stream and waited on another, many pairs at once; plus a CPU-side
+// MPSEvent synchronize() and query() on the recording stream.
+void scenarioEvents() {
+  const uint64_t iterations = scaled(20);
+  runThreads(8, [iterations](size_t t) {
+    MPSStream* producer = at::mps::getStreamFromPool();
+    MPSStream* consumer = at::mps::getStreamFromPool();
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("events t" + std::to_string(t) + " i" + std::to_string(i));
+      Buffer in = allocate();
+      Buffer out = allocate();
+      at::mps::setCurrentMPSStream(producer);
+      fillOp(in.mtl(), uint8_t(i));
+      kernelOp(in.mtl());
+      auto pool = at::mps::getMPSEventPool();
+      const uint32_t event = pool->acquireEvent(false);
+      pool->recordEvent(event, true, producer);
+      at::mps::setCurrentMPSStream(consumer);
+      pool->waitForEvent(event, false, consumer);
+      kernelOp(out.mtl(), in.mtl());
+      if (i % 4 == 0) {
+        pool->synchronizeEvent(event);
+        CHECK_SIM(pool->queryEvent(event), "queryEvent is false after synchronizeEvent");
+      }
+      syncCurrent();
+      expectBytes(out.mtl(), uint8_t(i + 2), "event-ordered result");
+      pool->releaseEvent(event);
+      at::mps::setCurrentMPSStream(producer);
+      syncCurrent(); // the producer's own work, before its buffer goes back to the allocator
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
+// Allocator: buffers allocated, used and freed without waiting, on many streams at once (a freed
+// buffer still used by its stream must not be handed to another stream unordered); then memory
+// pressure: allocate until the allocator's out-of-memory error, empty the cache, allocate again.
+void scenarioAllocator() {
+  const uint64_t cycles = scaled(30);
+  runThreads(16, [cycles](size_t t) {
+    if (t % 4 != 0) {
+      at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    }
+    for (uint64_t c = 0; c < cycles; ++c) {
+      metalsim::setTag("alloc t" + std::to_string(t) + " c" + std::to_string(c));
+      Buffer scratch = allocate(kBytes * (1 + c % 3));
+      fillOp(scratch.mtl(), uint8_t(c));
+      kernelOp(scratch.mtl()); // pending when the buffer is freed below
+      Buffer kept = allocate();
+      fillOp(kept.mtl(), 9);
+      scratch = Buffer{}; // free while the stream still uses it
+      if (c % 5 == 4) {
+        syncCurrent();
+        expectBytes(kept.mtl(), 9, "kept buffer");
+      } else {
+        current()->synchronize(SyncType::COMMIT);
+      }
+    }
+    syncCurrent();
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+  at::mps::synchronizeAllMPSStreams();
+
+  // memory pressure (the device has METALSIM_DEVICE_MEMORY_MB, set small by the driver)
+  std::vector<Buffer> held;
+  bool oom = false;
+  for (int i = 0; i < 10000 && !oom; ++i) {
+    try {
+      held.push_back(allocate(4 << 20));
+      fillOp(held.back().mtl(), 1);
+    } catch (const c10::Error& error) {
+      oom = std::strstr(error.what(), "out of memory") != nullptr;
+      CHECK_SIM(oom, "allocation failed without an out-of-memory error: %s", error.what());
+      break;
+    }
+  }
+  CHECK_SIM(oom, "no out-of-memory error after %zu buffers", held.size());
+  syncCurrent();
+  held.clear();
+  at::mps::getIMPSAllocator()->emptyCache();
+  Buffer again = allocate(4 << 20);
+  fillOp(again.mtl(), 5);
+  syncCurrent();
+  metalsim::cpuRead(again.mtl(), "after empty_cache");
+  CHECK_SIM(metalsim::contents(again.mtl())[0] == 5, "allocation after empty_cache unusable");
+}
+
+// synchronizeAllMPSStreams() called from inside a stream's block (MPSAllocator does so under
+// memory pressure, and allocations happen inside ops' blocks) while other threads work. With
+// `concurrent`, every thread does it, on different streams at once.
+void scenarioSyncAllInBlock(bool concurrent) {
+  const uint64_t cycles = scaled(10);
+  runThreads(8, [cycles, concurrent](size_t t) {
+    at::mps::setCurrentMPSStream(t % 2 ? at::mps::getStreamFromPool() : at::mps::getDefaultMPSStream());
+    for (uint64_t c = 0; c < cycles; ++c) {
+      metalsim::setTag("sync-all t" + std::to_string(t));
+      Buffer buffer = allocate();
+      fillOp(buffer.mtl(), uint8_t(c));
+      MPSStream* stream = current();
+      id<MTLBuffer> mtl = buffer.mtl();
+      const bool syncAll = concurrent || t == 1;
+      dispatch_sync(stream->queue(), ^{
+        encodeKernel(stream, mtl, nil);
+        if (syncAll) {
+          at::mps::synchronizeAllMPSStreams(SyncType::COMMIT_AND_WAIT);
+        }
+      });
+      if (!syncAll) {
+        syncCurrent();
+      }
+      expectBytes(mtl, uint8_t(c + 1), "sync-all result");
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
+// Threads that commit work and exit without waiting; the main thread syncs all and checks.
+void scenarioThreadExit() {
+  std::mutex mu;
+  std::vector<std::pair<Buffer, uint8_t>> left;
+  runThreads(24, [&](size_t t) {
+    if (t % 3 == 1) {
+      at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    }
+    metalsim::setTag("thread-exit t" + std::to_string(t));
+    Buffer buffer = allocate();
+    fillOp(buffer.mtl(), uint8_t(t));
+    graphOp(buffer.mtl());
+    std::lock_guard<std::mutex> lock(mu);
+    left.emplace_back(std::move(buffer), uint8_t(t + 1));
+  });
+  at::mps::synchronizeAllMPSStreams();
+  for (auto& [buffer, expected] : left) {
+    expectBytes(buffer.mtl(), expected, "work of an exited thread");
+  }
+}
+
+// fork() while worker threads are busy: the child must get a clear error for worker streams.
+void scenarioFork() {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (size_t t = 0; t < 4; ++t) {
+    workers.emplace_back([&stop, t] {
+      at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+      metalsim::setTag("fork worker " + std::to_string(t));
+      Buffer buffer = allocate();
+      while (!stop.load()) {
+        kernelOp(buffer.mtl());
+        syncCurrent();
+      }
+      at::mps::setCurrentMPSStream(nullptr);
+    });
+  }
+  g_threads += workers.size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const pid_t child = fork();
+  if (child == 0) {
+    alarm(20);
+    int code = 1;
+    try {
+      at::mps::getStreamFromPool();
+      std::fprintf(stderr, "child: getStreamFromPool() worked after fork (no error)\n");
+    } catch (const c10::Error& error) {
+      code = std::strstr(error.what(), "fork") ? 0 : 1;
+      std::fprintf(stderr, "child: %s\n", error.what());
+    }
+    _exit(code);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  CHECK_SIM(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "forked child did not get a clear error (status %d)", status);
+  stop = true;
+  for (auto& worker : workers) {
+    worker.join();
+  }
+}
+
+// The process exits (static destructors run) while threads still hold streams and encode work.
+void scenarioExitWithWorkers() {
+  for (size_t t = 0; t < 8; ++t) {
+    std::thread([t] {
+      if (t % 2) {
+        at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+      }
+      metalsim::setTag("exit worker " + std::to_string(t));
+      Buffer buffer = allocate();
+      for (;;) {
+        kernelOp(buffer.mtl());
+        current()->synchronize(SyncType::COMMIT);
+      }
+    }).detach();
+  }
+  g_threads += 8;
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+}
+
+const std::map<std::string, std::function<void()>>& scenarios() {
+  static const std::map<std::string, std::function<void()>> table = {
+      {"streams-64", scenarioStreams64},
+      {"query", scenarioQuery},
+      {"handoff-default", [] { scenarioHandoff("default"); }},
+      {"handoff-pool", [] { scenarioHandoff("pool"); }},
+      {"handoff-per-thread", [] { scenarioHandoff("per-thread"); }},
+      {"handoff-events", [] { scenarioHandoff("events"); }},
+      {"handoff-no-wait", [] { scenarioHandoff("no-wait"); }},
+      {"events", scenarioEvents},
+      {"allocator", scenarioAllocator},
+      {"sync-all-in-block", [] { scenarioSyncAllInBlock(false); }},
+      {"sync-all-in-blocks-concurrent", [] { scenarioSyncAllInBlock(true); }},
+      {"thread-exit", scenarioThreadExit},
+      {"fork", scenarioFork},
+      {"exit-with-workers", scenarioExitWithWorkers},
+  };
+  return table;
+}
+
+void startWatchdog() {
+  const uint64_t seconds = envNumber("METALSIM_TIMEOUT_S", 60);
+  std::thread([seconds] {
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    std::fprintf(stderr, "TIMEOUT: scenario %s did not finish within %llu s (deadlock or a wait "
+                 "that never ends)\n", g_scenario.c_str(), (unsigned long long)seconds);
+    metalsim::printHazards(20);
+    std::fflush(stderr);
+    _exit(3);
+  }).detach();
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s SCENARIO | --list\n", argv[0]);
+    return 2;
+  }
+  if (std::strcmp(argv[1], "--list") == 0) {
+    for (const auto& [name, run] : scenarios()) {
+      std::printf("%s\n", name.c_str());
+    }
+    return 0;
+  }
+  const auto found = scenarios().find(argv[1]);
+  if (found == scenarios().end()) {
+    std::fprintf(stderr, "unknown scenario %s (see --list)\n", argv[1]);
+    return 2;
+  }
+  if (std::getenv("METALSIM_EXPECT_TRACKING") && !at::mps::noteBufferUse) {
+    std::fprintf(stderr, "the tree declares at::mps::noteBufferUse but the harness did not link it: "
+                 "its signature changed (update the weak declaration in harness.mm)\n");
+    return 2;
+  }
+  g_scenario = argv[1];
+  startWatchdog();
+  try {
+    found->second();
+  } catch (const std::exception& error) {
+    CHECK_SIM(false, "uncaught exception: %s", error.what());
+  }
+  if (g_scenario != "exit-with-workers" && !metalsim::waitIdle(20000)) {
+    CHECK_SIM(false, "GPU work still pending 20 s after the scenario ended");
+  }
+  const uint64_t hazards = metalsim::printHazards(20);
+  const metalsim::Stats stats = metalsim::stats();
+  std::printf("scenario %s: threads=%llu events=%llu hazards=%llu failures=%llu\n", g_scenario.c_str(),
+              (unsigned long long)g_threads.load(), (unsigned long long)stats.signals,
+              (unsigned long long)hazards, (unsigned long long)g_failures.load());
+  std::fflush(stdout);
+  return (hazards == 0 && g_failures == 0) ? 0 : 1;
+}

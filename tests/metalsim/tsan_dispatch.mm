@@ -1,0 +1,99 @@
+// ThreadSanitizer annotations for libdispatch, linked into the harness executable.
+//
+// Debian's TSan runtime has no libdispatch interceptors, and libdispatch stays uninstrumented,
+// so TSan cannot see that a block submitted to a queue runs after its submission, or that the
+// blocks of a serial queue run one after another. These wrappers interpose the calls the MPS
+// runtime files and the harness make and tell TSan exactly that, the way compiler-rt's own
+// libdispatch interceptors do on Darwin: release at submission, acquire at the start of the
+// block; acquire/release on the queue around each block (serial queues: every queue the MPS
+// runtime creates is serial); for dispatch_sync, the block's end happens before the return.
+
+#include <dispatch/dispatch.h>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+extern "C" {
+void __tsan_acquire(void* addr);
+void __tsan_release(void* addr);
+}
+
+namespace {
+
+template <typename F>
+F realFunction(const char* name) {
+  void* symbol = dlsym(RTLD_NEXT, name);
+  if (symbol == nullptr) {
+    std::fprintf(stderr, "tsan_dispatch: %s not found in libdispatch\n", name);
+    std::abort();
+  }
+  return reinterpret_cast<F>(symbol);
+}
+
+// A heap token per submission: a fresh address, so that TSan's sync object for it carries only
+// this submission's clock (memory is reset on free).
+struct Token {
+  char byte;
+};
+
+} // namespace
+
+extern "C" {
+
+DISPATCH_NOTHROW void dispatch_sync(dispatch_queue_t queue, DISPATCH_NOESCAPE dispatch_block_t block) {
+  static auto real = realFunction<void (*)(dispatch_queue_t, dispatch_block_t)>("dispatch_sync");
+  Token* token = new Token();
+  __tsan_release(token);
+  real(queue, ^{
+    __tsan_acquire(token);
+    __tsan_acquire(queue);
+    block();
+    __tsan_release(queue);
+    __tsan_release(token);
+  });
+  __tsan_acquire(token);
+  delete token;
+}
+
+DISPATCH_NOTHROW void dispatch_async(dispatch_queue_t queue, dispatch_block_t block) {
+  static auto real = realFunction<void (*)(dispatch_queue_t, dispatch_block_t)>("dispatch_async");
+  Token* token = new Token();
+  __tsan_release(token);
+  real(queue, ^{
+    __tsan_acquire(token);
+    __tsan_acquire(queue);
+    block();
+    __tsan_release(queue);
+    delete token;
+  });
+}
+
+DISPATCH_NOTHROW void dispatch_sync_f(dispatch_queue_t queue, void* context, dispatch_function_t work) {
+  dispatch_sync(queue, ^{
+    work(context);
+  });
+}
+
+DISPATCH_NOTHROW void dispatch_async_f(dispatch_queue_t queue, void* context, dispatch_function_t work) {
+  dispatch_async(queue, ^{
+    work(context);
+  });
+}
+
+DISPATCH_NOTHROW intptr_t dispatch_semaphore_signal(dispatch_semaphore_t semaphore) {
+  static auto real = realFunction<intptr_t (*)(dispatch_semaphore_t)>("dispatch_semaphore_signal");
+  __tsan_release(semaphore);
+  return real(semaphore);
+}
+
+DISPATCH_NOTHROW intptr_t dispatch_semaphore_wait(dispatch_semaphore_t semaphore, dispatch_time_t timeout) {
+  static auto real = realFunction<intptr_t (*)(dispatch_semaphore_t, dispatch_time_t)>("dispatch_semaphore_wait");
+  const intptr_t result = real(semaphore, timeout);
+  if (result == 0) {
+    __tsan_acquire(semaphore);
+  }
+  return result;
+}
+
+} // extern "C"
