@@ -142,8 +142,9 @@ class PlantedBug:
 PLANTED_BUGS = {
     "old-query": PlantedBug("query", "MPSStream.mm",
                             "query() commits and checks a signal committed just now"),
-    "unlocked-cache": PlantedBug("events", "MPSEvent.mm",
-                                 "MPSEventPool::acquireEvent takes free events without its lock"),
+    "unlocked-cache": PlantedBug("allocator", "MPSAllocator.mm",
+                                 "MPSHeapAllocatorImpl::malloc searches the buffer cache "
+                                 "without the allocator's lock"),
     "missing-wait": PlantedBug("handoff-no-wait", "",
                                "hand-off across streams with tracking off and no event"),
 }
@@ -310,11 +311,19 @@ def include_flags(inputs: BuildInputs, with_tree: bool) -> list[str]:
     return [*flags, "-isystem", str(SHIM_DIR)]
 
 
-def dependency_digest(paths: Sequence[str], flags: Sequence[str]) -> str | None:
-    digest = hashlib.sha256(json.dumps(list(flags)).encode())
+TREE_MARK = "<tree>"
+
+
+def portable(text: str, tree: Path) -> str:
+    """``text`` with the tree's path replaced by a mark: one cache slot wherever the tree is."""
+    return text.replace(str(tree), TREE_MARK)
+
+
+def dependency_digest(paths: Sequence[str], flags: Sequence[str], tree: Path) -> str | None:
+    digest = hashlib.sha256(json.dumps([portable(f, tree) for f in flags]).encode())
     for path in paths:
         try:
-            digest.update(Path(path).read_bytes())
+            digest.update(Path(path.replace(TREE_MARK, str(tree))).read_bytes())
         except OSError:
             return None
     return digest.hexdigest()
@@ -327,12 +336,13 @@ def parse_depfile(text: str) -> list[str]:
 
 def compile_cached(inputs: BuildInputs, source: Path, flags: list[str], out_dir: Path) -> Path:
     """Compile ``source``; reuse the cached object while its source, flags and headers match."""
-    slot = CACHE_DIR / "obj" / hashlib.sha256(
-        f"{source}\0{' '.join(flags)}".encode()).hexdigest()[:20]
+    tree = inputs.tree
+    key = portable(f"{source}\0{' '.join(flags)}", tree)
+    slot = CACHE_DIR / "obj" / hashlib.sha256(key.encode()).hexdigest()[:20]
     manifest = slot / "manifest.json"
     if manifest.is_file():
         recorded = json.loads(manifest.read_text())
-        if dependency_digest(recorded["deps"], flags) == recorded["digest"]:
+        if dependency_digest(recorded["deps"], flags, tree) == recorded["digest"]:
             return slot / "out.o"
     slot.mkdir(parents=True, exist_ok=True)
     depfile = out_dir / (source.name + ".d")
@@ -343,8 +353,8 @@ def compile_cached(inputs: BuildInputs, source: Path, flags: list[str], out_dir:
     if done.returncode != 0:
         raise SimError(f"compiling {source} failed:\n{' '.join(command)}\n"
                        f"{done.stdout}{done.stderr[-6000:]}")
-    deps = parse_depfile(depfile.read_text())
-    digest = dependency_digest(deps, flags)
+    deps = [portable(dep, tree) for dep in parse_depfile(depfile.read_text())]
+    digest = dependency_digest(deps, flags, tree)
     shutil.move(partial, slot / "out.o")
     manifest.write_text(json.dumps({"deps": deps, "digest": digest}))
     return slot / "out.o"
@@ -353,8 +363,6 @@ def compile_cached(inputs: BuildInputs, source: Path, flags: list[str], out_dir:
 def build_harness(inputs: BuildInputs, work: Path, planted: PlantedBug | None,
                   planted_source: Path | None, jobs: int) -> Path:
     tree_flags = [*COMMON_FLAGS, *include_flags(inputs, with_tree=True)]
-    if re.search(r"\bnoteBufferUse\b", (inputs.tree / MPS_DIR / "MPSStream.h").read_text()):
-        tree_flags.append("-DMETALSIM_TREE_HAS_TRACKING=1")
     units: list[tuple[Path, list[str]]] = [
         (SIM_DIR / "fake_metal.mm",
          [*COMMON_FLAGS, *OBJCXX_FLAGS, *FAKE_WARNINGS, *include_flags(inputs, with_tree=False)]),
@@ -398,12 +406,12 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> Path | None:
             raise SimError(f"cannot plant {name}: no MPSStream::query() in {bug.file}")
         text = text[:start] + PLANTED_QUERY + text[end + 2:]
     elif name == "unlocked-cache":
-        anchor = "MPSEventPtr MPSEventPool::acquireEvent(bool enable_timing, MPSStream* stream) {"
-        lock = "    std::lock_guard<std::recursive_mutex> lock(m_mutex);\n"
+        anchor = "id<MTLBuffer> MPSHeapAllocatorImpl::malloc(size_t size, uint32_t usage) {"
+        lock = "  std::lock_guard<std::recursive_mutex> lock(m_mutex);\n"
         start = text.find(anchor)
         cut = text.find(lock, start)
         if start < 0 or cut < 0:
-            raise SimError(f"cannot plant {name}: the locked event-pool cache of "
+            raise SimError(f"cannot plant {name}: the locked malloc() of "
                            f"{bug.file} changed; update plant_bug() in scripts/metal_sim.py")
         text = text[:cut] + text[cut + len(lock):]
     copy = CACHE_DIR / "planted" / name / bug.file  # a stable path keeps its object cached

@@ -80,6 +80,8 @@ def steps(python: str, tree: Path) -> list[Step]:
              needs="clang++-16", install_hint=CLANG_HINT),
         Step("pool-stress", [python, "scripts/pool_stress.py", "--tree", str(tree)],
              needs="clang++-16", install_hint=CLANG_HINT),
+        Step("metal-sim", [python, "scripts/metal_sim.py", "--tree", str(tree)],
+             needs="clang++-16", install_hint=f"{CLANG_HINT} cmake ninja-build"),
         Step("concurrency-suite", [python, "scripts/concurrency_suite.py", "--device", "cpu",
                                    "--quick", "--json", str(suite_json), "--batch-queue-file",
                                    str(tree / "torch" / "mps" / "batch_queue.py")]),
