@@ -106,6 +106,7 @@ SCENARIOS = (
     Scenario("handoff-per-thread"),
     Scenario("handoff-events", TRACKING_OFF),
     Scenario("events"),
+    Scenario("guard"),
     Scenario("allocator", (("METALSIM_DEVICE_MEMORY_MB", "96"),)),
     Scenario("sync-all-in-block"),
     Scenario("sync-all-in-blocks-concurrent", (("METALSIM_TIMEOUT_S", "30"),)),

@@ -332,6 +332,45 @@ void scenarioEvents() {
   });
 }
 
+// The device guard (what torch.Stream / torch.accelerator and autograd use): streams from
+// getNewStream, exchangeStream, events recorded and blocked on through the guard,
+// synchronizeStream then queryStream.
+void scenarioGuard() {
+  const c10::impl::DeviceGuardImplInterface* guard = c10::impl::simMpsGuardImpl;
+  CHECK_SIM(guard != nullptr, "MPSGuardImpl did not register itself (C10_REGISTER_GUARD_IMPL)");
+  if (guard == nullptr) {
+    return;
+  }
+  const uint64_t iterations = scaled(10);
+  runThreads(8, [guard, iterations](size_t t) {
+    const c10::Device device(c10::DeviceType::MPS, 0);
+    // 16 streams taken once from the round-robin pool of 32: no other thread uses these two,
+    // so queryStream() after synchronizeStream() must be true.
+    const c10::Stream producer = guard->getNewStream(device);
+    const c10::Stream consumer = guard->getNewStream(device);
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("guard t" + std::to_string(t) + " i" + std::to_string(i));
+      const c10::Stream previous = guard->exchangeStream(producer);
+      CHECK_SIM(guard->getStream(device) == producer, "exchangeStream did not set the stream");
+      Buffer in = allocate();
+      fillOp(in.mtl(), uint8_t(i));
+      kernelOp(in.mtl());
+      void* event = nullptr;
+      guard->record(&event, producer, 0, c10::EventFlag::PYTORCH_DEFAULT);
+      guard->exchangeStream(consumer);
+      guard->block(event, consumer);
+      Buffer out = allocate();
+      kernelOp(out.mtl(), in.mtl());
+      guard->synchronizeStream(consumer);
+      CHECK_SIM(guard->queryStream(consumer), "queryStream is false after synchronizeStream");
+      expectBytes(out.mtl(), uint8_t(i + 2), "guard-ordered result");
+      guard->synchronizeStream(producer);
+      guard->destroyEvent(event, 0);
+      guard->exchangeStream(previous);
+    }
+  });
+}
+
 // Allocator: buffers allocated, used and freed without waiting, on many streams at once (a freed
 // buffer still used by its stream must not be handed to another stream unordered); then memory
 // pressure: allocate until the allocator's out-of-memory error, empty the cache, allocate again.
@@ -505,6 +544,7 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"handoff-events", [] { scenarioHandoff("events"); }},
       {"handoff-no-wait", [] { scenarioHandoff("no-wait"); }},
       {"events", scenarioEvents},
+      {"guard", scenarioGuard},
       {"allocator", scenarioAllocator},
       {"sync-all-in-block", [] { scenarioSyncAllInBlock(false); }},
       {"sync-all-in-blocks-concurrent", [] { scenarioSyncAllInBlock(true); }},
