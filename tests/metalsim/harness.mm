@@ -279,7 +279,9 @@ void scenarioHandoff(const std::string& mode) {
       Buffer produced = allocate();
       const uint8_t value = uint8_t(pair * 31 + i);
       fillOp(produced.mtl(), value);
-      graphOp(produced.mtl()); // value + 1, committed, not waited for
+      // value + 1: mostly a graph op (committed, not waited for); every third time a Metal kernel
+      // op, so that the producer's work is not even committed when the consumer reads it
+      (i % 3 == 2 ? kernelOp : graphOp)(produced.mtl(), nil);
       uint32_t event = 0;
       if (mode == "events") {
         event = at::mps::getMPSEventPool()->acquireEvent(false);
