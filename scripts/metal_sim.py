@@ -484,7 +484,8 @@ def run_scenario(binary: Path, scenario: Scenario, scale: int, expect_tracking: 
 def failure_excerpt(outcome: Outcome, lines: int = 12) -> str:
     keep = [line for line in outcome.output.splitlines()
             if line.startswith(("HAZARD", "CHECK FAILED", "TIMEOUT", "SUMMARY: ThreadSanitizer",
-                                TSAN_REPORT, "child:", "metalsim:", "(")) or "killed" in line]
+                                TSAN_REPORT, "child:", "metalsim:", "(", "threads inside",
+                                "  thread ")) or "killed" in line]
     return "\n".join("    " + line for line in (keep or outcome.output.splitlines())[:lines])
 
 

@@ -101,9 +101,25 @@ Buffer allocate(size_t bytes = kBytes) {
   return Buffer{at::mps::getIMPSAllocator()->allocate(bytes)};
 }
 
+// Dispatch queue -> "stream N", for the timeout report.
+std::mutex g_queue_names_mu;
+std::map<void*, std::string>& queueNames() {
+  static auto* names = new std::map<void*, std::string>();
+  return *names;
+}
+
+const char* queueName(void* queue) {
+  std::lock_guard<std::mutex> lock(g_queue_names_mu);
+  auto found = queueNames().find(queue);
+  return found == queueNames().end() ? "unnamed queue" : found->second.c_str();
+}
+
 MPSStream* current() {
   MPSStream* stream = at::mps::getCurrentMPSStream();
-  metalsim::nameQueue(stream->commandQueue(), "stream " + std::to_string(stream->unwrap().id()));
+  const std::string name = "stream " + std::to_string(stream->unwrap().id());
+  metalsim::nameQueue(stream->commandQueue(), name);
+  std::lock_guard<std::mutex> lock(g_queue_names_mu);
+  queueNames()[(__bridge void*)stream->queue()] = name;
   return stream;
 }
 
@@ -563,6 +579,8 @@ void startWatchdog() {
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     std::fprintf(stderr, "TIMEOUT: scenario %s did not finish within %llu s (deadlock or a wait "
                  "that never ends)\n", g_scenario.c_str(), (unsigned long long)seconds);
+    std::fprintf(stderr, "threads inside or waiting for stream queues:\n");
+    metalsim::printDispatchState(queueName);
     metalsim::printHazards(20);
     std::fflush(stderr);
     _exit(3);

@@ -38,6 +38,8 @@ size_t length(void* buffer);
 Stats stats();
 // Prints up to `max` hazard reports to stderr; returns how many there are in total.
 uint64_t printHazards(size_t max);
+// Prints the threads inside (or waiting in dispatch_sync for) a dispatch queue (tsan_dispatch.mm).
+void printDispatchState(const char* (*name)(void* queue));
 // Waits until every committed command buffer completed or `timeout_ms` passed; false on timeout.
 bool waitIdle(uint64_t timeout_ms);
 

@@ -13,6 +13,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 extern "C" {
 void __tsan_acquire(void* addr);
@@ -37,7 +41,59 @@ struct Token {
   char byte;
 };
 
+// Which queues each thread is inside (dispatch_sync blocks run on the caller's thread) and which
+// one it waits to enter: printed when a scenario times out, to name the queues of a deadlock.
+struct QueueState {
+  std::vector<void*> inside;
+  void* waiting_for = nullptr;
+};
+std::mutex& stateMutex() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+std::map<std::thread::id, QueueState>& queueStates() {
+  static auto* states = new std::map<std::thread::id, QueueState>();
+  return *states;
+}
+void setWaiting(void* queue) {
+  std::lock_guard<std::mutex> lock(stateMutex());
+  queueStates()[std::this_thread::get_id()].waiting_for = queue;
+}
+void enter(void* queue) {
+  std::lock_guard<std::mutex> lock(stateMutex());
+  QueueState& state = queueStates()[std::this_thread::get_id()];
+  state.waiting_for = nullptr;
+  state.inside.push_back(queue);
+}
+void leave() {
+  std::lock_guard<std::mutex> lock(stateMutex());
+  queueStates()[std::this_thread::get_id()].inside.pop_back();
+}
+
 } // namespace
+
+namespace metalsim {
+// Prints every thread that is inside or waiting for a queue; `name` maps a queue to a label.
+void printDispatchState(const char* (*name)(void* queue)) {
+  std::lock_guard<std::mutex> lock(stateMutex());
+  for (const auto& [thread, state] : queueStates()) {
+    if (state.inside.empty() && state.waiting_for == nullptr) {
+      continue;
+    }
+    std::fprintf(stderr, "  thread %zu: inside", std::hash<std::thread::id>()(thread) % 100000);
+    for (void* queue : state.inside) {
+      std::fprintf(stderr, " [%s]", name(queue));
+    }
+    if (state.inside.empty()) {
+      std::fprintf(stderr, " no queue");
+    }
+    if (state.waiting_for != nullptr) {
+      std::fprintf(stderr, ", waiting in dispatch_sync for [%s]", name(state.waiting_for));
+    }
+    std::fprintf(stderr, "\n");
+  }
+}
+} // namespace metalsim
 
 extern "C" {
 
@@ -45,12 +101,15 @@ DISPATCH_NOTHROW void dispatch_sync(dispatch_queue_t queue, DISPATCH_NOESCAPE di
   static auto real = realFunction<void (*)(dispatch_queue_t, dispatch_block_t)>("dispatch_sync");
   Token* token = new Token();
   __tsan_release(token);
+  setWaiting(queue);
   real(queue, ^{
+    enter(queue);
     __tsan_acquire(token);
     __tsan_acquire(queue);
     block();
     __tsan_release(queue);
     __tsan_release(token);
+    leave();
   });
   __tsan_acquire(token);
   delete token;
