@@ -103,7 +103,7 @@ SCENARIOS = (
     Scenario("query"),
     Scenario("handoff-default"),
     Scenario("handoff-pool"),
-    Scenario("handoff-per-thread"),
+    Scenario("handoff-per-thread", (("PYTORCH_MPS_PER_THREAD_STREAMS", "1"),)),
     Scenario("handoff-events", TRACKING_OFF),
     Scenario("events"),
     Scenario("guard"),

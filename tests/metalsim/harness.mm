@@ -227,25 +227,30 @@ void scenarioQuery() {
     CHECK_SIM(!stream->query(), "query() is true while committed work waits on the GPU");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     CHECK_SIM(!stream->query(), "query() is true while committed work waits on the GPU (later)");
+    kernelOp(buffer.mtl()); // encoded, not committed
+    CHECK_SIM(!stream->query(), "query() is true while work is encoded but not committed");
     gate.signaledValue = 1;
 
     stream->synchronize(SyncType::COMMIT_AND_WAIT);
     CHECK_SIM(stream->query(), "query() is false right after synchronize()");
     CHECK_SIM(stream->query(), "query() is false on the second call after synchronize()");
 
+    // A polling loop must end, after committed work (graph op) and after work that is only
+    // encoded (Metal kernel op): like CUDA's, the stream must get its queued work to the GPU.
     for (int round = 0; round < 3; ++round) {
-      graphOp(buffer.mtl());
+      const bool committed = round != 1;
+      (committed ? graphOp : kernelOp)(buffer.mtl(), nil);
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
       uint64_t polls = 0;
       while (!stream->query() && std::chrono::steady_clock::now() < deadline) {
         ++polls;
         std::this_thread::sleep_for(std::chrono::microseconds(100));
       }
-      CHECK_SIM(stream->query(), "while (!query()) did not end within 2 s (%llu polls)",
-                (unsigned long long)polls);
+      CHECK_SIM(stream->query(), "while (!query()) after %s work did not end within 2 s (%llu polls)",
+                committed ? "committed" : "encoded but uncommitted", (unsigned long long)polls);
     }
     stream->synchronize(SyncType::COMMIT_AND_WAIT);
-    expectBytes(buffer.mtl(), 4, "query buffer"); // four ops on a zeroed buffer
+    expectBytes(buffer.mtl(), 5, "query buffer"); // five ops on a zeroed buffer
     [gate release];
     at::mps::setCurrentMPSStream(nullptr);
   });
