@@ -105,6 +105,7 @@ SCENARIOS = (
     Scenario("handoff-pool"),
     Scenario("handoff-per-thread", (("PYTORCH_MPS_PER_THREAD_STREAMS", "1"),)),
     Scenario("handoff-events", TRACKING_OFF),
+    Scenario("handoff-explicit-default"),
     Scenario("events"),
     Scenario("guard"),
     Scenario("allocator", (("METALSIM_DEVICE_MEMORY_MB", "96"),)),

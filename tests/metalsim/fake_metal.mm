@@ -844,6 +844,9 @@ using metalsim::engine;
 }
 // The simulated kernel: the buffer at index 0 is written, every other bound buffer is read.
 // With an input at index 1: out[i] = in[i] + 1; without: out[i] += 1 (bytes, wrapping).
+// A dispatch uses the buffers bound since the encoder's previous dispatch (ATen's kernels bind
+// all theirs for each dispatch; an encoder is shared by the ops coalesced into it, and a stale
+// binding must not count as a read of the next op).
 - (void)dispatch {
   Command command;
   SimBuffer* out = nil;
@@ -864,6 +867,10 @@ using metalsim::engine;
       }
     };
   }
+  for (auto& [index, buffer] : *_bound) {
+    [buffer release];
+  }
+  _bound->clear();
   metalsim::addCommand(_buffer, std::move(command));
 }
 - (void)dispatchThreadgroups:(MTLSize)threadgroupsPerGrid threadsPerThreadgroup:(MTLSize)threadsPerThreadgroup {

@@ -259,7 +259,8 @@ void scenarioQuery() {
 // Hand-off: thread A produces a buffer and passes it to thread B, which reads it right away
 // (a future's result used on another thread). Modes: "default" (no opt-in), "pool" (each thread
 // on its own pool stream, tracking on), "per-thread" (setPerThreadStreams), "events" (tracking
-// off, ordered with an MPS event, CUDA-style), "no-wait" (tracking off, no event: must report).
+// off, ordered with an MPS event, CUDA-style), "explicit-default" (both threads set the default
+// stream), "no-wait" (tracking off, no event: must report).
 void scenarioHandoff(const std::string& mode) {
   if (mode == "per-thread" && at::mps::setPerThreadStreams) {
     at::mps::setPerThreadStreams(true);
@@ -268,6 +269,14 @@ void scenarioHandoff(const std::string& mode) {
   constexpr size_t kPairs = 6;
   runThreads(kPairs, [&](size_t pair) {
     const bool explicitStreams = mode == "pool" || mode == "events" || mode == "no-wait";
+    const bool explicitDefault = mode == "explicit-default";
+    auto chooseStream = [&] {
+      if (explicitStreams) {
+        at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+      } else if (explicitDefault) {
+        at::mps::setCurrentMPSStream(at::mps::getDefaultMPSStream());
+      }
+    };
     struct Handoff {
       id<MTLBuffer> buffer;
       uint8_t expected;
@@ -279,9 +288,7 @@ void scenarioHandoff(const std::string& mode) {
       std::future<Handoff> take = give.get_future();
       std::future<void> finished = done.get_future();
       std::thread reader([&, i] {
-        if (explicitStreams) {
-          at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
-        }
+        chooseStream();
         metalsim::setTag("handoff consumer p" + std::to_string(pair) + " i" + std::to_string(i));
         Handoff h = take.get();
         if (h.event) {
@@ -293,9 +300,7 @@ void scenarioHandoff(const std::string& mode) {
         expectBytes(out.mtl(), uint8_t(h.expected + 1), "hand-off result");
         done.set_value();
       });
-      if (explicitStreams) {
-        at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
-      }
+      chooseStream();
       metalsim::setTag("handoff producer p" + std::to_string(pair) + " i" + std::to_string(i));
       Buffer produced = allocate();
       const uint8_t value = uint8_t(pair * 31 + i);
@@ -565,6 +570,7 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"handoff-pool", [] { scenarioHandoff("pool"); }},
       {"handoff-per-thread", [] { scenarioHandoff("per-thread"); }},
       {"handoff-events", [] { scenarioHandoff("events"); }},
+      {"handoff-explicit-default", [] { scenarioHandoff("explicit-default"); }},
       {"handoff-no-wait", [] { scenarioHandoff("no-wait"); }},
       {"events", scenarioEvents},
       {"guard", scenarioGuard},
