@@ -360,6 +360,36 @@ void scenarioEvents() {
   });
 }
 
+// Timing events (torch.mps.Event(enable_timing=True)): record start and end around work on a
+// pool stream, synchronize the end event, then elapsedTime() (which waits for the end event's
+// completion time) must return a positive time.
+void scenarioEventTiming() {
+  const uint64_t iterations = scaled(10);
+  runThreads(4, [iterations](size_t t) {
+    at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    auto pool = at::mps::getMPSEventPool();
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("timing t" + std::to_string(t) + " i" + std::to_string(i));
+      Buffer buffer = allocate();
+      const uint32_t start = pool->acquireEvent(true);
+      const uint32_t end = pool->acquireEvent(true);
+      pool->recordEvent(start, true, current());
+      fillOp(buffer.mtl(), 1);
+      graphOp(buffer.mtl());
+      pool->recordEvent(end, true, current());
+      if (i % 2 == 0) {
+        pool->synchronizeEvent(end);
+      }
+      const double ms = pool->elapsedTime(start, end);
+      CHECK_SIM(ms > 0, "elapsedTime returned %f ms", ms);
+      pool->releaseEvent(start);
+      pool->releaseEvent(end);
+      syncCurrent();
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
 // The device guard (what torch.Stream / torch.accelerator and autograd use): streams from
 // getNewStream, exchangeStream, events recorded and blocked on through the guard,
 // synchronizeStream then queryStream.
@@ -574,6 +604,7 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"handoff-no-wait", [] { scenarioHandoff("no-wait"); }},
       {"events", scenarioEvents},
       {"guard", scenarioGuard},
+      {"event-timing", scenarioEventTiming},
       {"allocator", scenarioAllocator},
       {"sync-all-in-block", [] { scenarioSyncAllInBlock(false); }},
       {"sync-all-in-blocks-concurrent", [] { scenarioSyncAllInBlock(true); }},
