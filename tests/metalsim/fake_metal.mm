@@ -39,7 +39,27 @@ id object_dispose(id obj);
 id objc_autorelease(id obj);
 void* _Block_copy(const void* block);
 void _Block_release(const void* block);
+const char* sel_getName(SEL sel);
+const char* object_getClassName(id obj);
+typedef id (*SimIMP)(id, SEL, ...); // libobjc2's IMP (the shim's <objc/objc.h> has none)
+extern SimIMP (*__objc_msg_forward2)(id, SEL);
 }
+
+namespace {
+// libobjc2 answers a message nobody implements with a silent nil/0: here it stops the run instead,
+// so that a runtime file using Metal API the fake lacks cannot pass unnoticed.
+SimIMP unimplementedSelector(id receiver, SEL selector) {
+  std::fprintf(stderr,
+               "metalsim: -[%s %s] is not implemented by the fake Metal device; add it to "
+               "tests/metalsim/fake_metal.mm\n",
+               object_getClassName(receiver), sel_getName(selector));
+  std::abort();
+}
+
+__attribute__((constructor)) void installForwardHook() {
+  __objc_msg_forward2 = unimplementedSelector;
+}
+} // namespace
 
 // The private MPSGraph property that MPSStream.mm declares and sets.
 @interface MPSGraphExecutionDescriptor ()
