@@ -52,6 +52,9 @@ TOOLS = {"clang++-16": "clang-16", "clang-16": "clang-16", "cmake": "cmake", "ni
 APT_HINT = "apt-get install -y clang-16 cmake ninja-build (libstdc++-12-dev comes with clang-16)"
 TSAN_EXITCODE = 66
 TSAN_REPORT = "WARNING: ThreadSanitizer:"
+# libobjc2's warning when a message's declared types differ from the method's (a shim or fake
+# declaration out of step): the call's arguments are then garbage, so the run is not clean.
+SIGNATURE_MISMATCH = "with incorrect signature"
 SCENARIO_TIMEOUT_S = 120
 
 
@@ -449,17 +452,20 @@ class Outcome:
     hazards: int = 0
     failures: int = -1
     tsan_reports: int = 0
+    signature_mismatches: int = 0
 
     @property
     def clean(self) -> bool:
         return (self.returncode == 0 and self.failures == 0 and self.hazards == 0
-                and self.tsan_reports == 0)
+                and self.tsan_reports == 0 and self.signature_mismatches == 0)
 
     def line(self) -> str:
         status = "ok" if self.clean else f"FAIL (exit {self.returncode})"
+        mismatches = (f", {self.signature_mismatches} ObjC signature mismatches"
+                      if self.signature_mismatches else "")
         return (f"scenario {self.name}: {status}: {self.threads} threads, {self.events} events, "
                 f"{self.hazards} hazards, {self.failures} failed checks, "
-                f"{self.tsan_reports} tsan reports")
+                f"{self.tsan_reports} tsan reports{mismatches}")
 
 
 def run_scenario(binary: Path, scenario: Scenario, scale: int, expect_tracking: bool) -> Outcome:
@@ -480,7 +486,8 @@ def run_scenario(binary: Path, scenario: Scenario, scale: int, expect_tracking: 
     except subprocess.TimeoutExpired as expired:
         returncode = 124
         output = f"{expired.stdout or ''}{expired.stderr or ''}\nkilled after {expired.timeout} s"
-    outcome = Outcome(scenario.name, returncode, output, tsan_reports=output.count(TSAN_REPORT))
+    outcome = Outcome(scenario.name, returncode, output, tsan_reports=output.count(TSAN_REPORT),
+                      signature_mismatches=output.count(SIGNATURE_MISMATCH))
     match = SUMMARY_RE.search(output)
     if match:
         outcome.threads = int(match["threads"])
@@ -494,7 +501,7 @@ def failure_excerpt(outcome: Outcome, lines: int = 12) -> str:
     keep = [line for line in outcome.output.splitlines()
             if line.startswith(("HAZARD", "CHECK FAILED", "TIMEOUT", "SUMMARY: ThreadSanitizer",
                                 TSAN_REPORT, "child:", "metalsim:", "(", "threads inside",
-                                "  thread ")) or "killed" in line]
+                                "  thread ", "Calling [")) or "killed" in line]
     return "\n".join("    " + line for line in (keep or outcome.output.splitlines())[:lines])
 
 

@@ -111,3 +111,4 @@ def test_outcome_is_clean_only_without_any_finding() -> None:
     assert not metal_sim.Outcome(**{**base, "failures": -1}).clean  # no summary printed
     assert not metal_sim.Outcome(**base, hazards=1).clean
     assert not metal_sim.Outcome(**base, tsan_reports=1).clean
+    assert not metal_sim.Outcome(**base, signature_mismatches=1).clean
