@@ -551,13 +551,13 @@ def selected_scenarios(args: argparse.Namespace) -> list[Scenario]:
 def run(args: argparse.Namespace, tree: Path) -> int:
     from syntax_check import SetupError, ensure_torch_headers
 
+    scenarios = selected_scenarios(args)
     tools = require_tools()
     try:
         torch_include = ensure_torch_headers()
     except SetupError as error:
         raise SimError(str(error)) from error
     prefix = build_toolchain(tools)
-    scenarios = selected_scenarios(args)
     inputs = BuildInputs(tools["clang++-16"], prefix, torch_include, tree.resolve())
     planted = PLANTED_BUGS[args.plant_bug] if args.plant_bug else None
     with tempfile.TemporaryDirectory(prefix="metalsim-") as scratch:
