@@ -497,12 +497,26 @@ def run_scenario(binary: Path, scenario: Scenario, scale: int, expect_tracking: 
     return outcome
 
 
-def failure_excerpt(outcome: Outcome, lines: int = 12) -> str:
-    keep = [line for line in outcome.output.splitlines()
-            if line.startswith(("HAZARD", "CHECK FAILED", "TIMEOUT", "SUMMARY: ThreadSanitizer",
-                                TSAN_REPORT, "child:", "metalsim:", "(", "threads inside",
-                                "  thread ", "Calling [")) or "killed" in line]
-    return "\n".join("    " + line for line in (keep or outcome.output.splitlines())[:lines])
+EXCERPT_KINDS = ("TIMEOUT", "metalsim:", "Calling [", "child:", "threads inside", "  thread ",
+                 "HAZARD", "CHECK FAILED", "SUMMARY: ThreadSanitizer", "(")
+
+
+def failure_excerpt(outcome: Outcome, per_kind: int = 6) -> str:
+    """The telling lines of a failed scenario's output: a few of each kind."""
+    kept: list[str] = []
+    counts: dict[str, int] = {}
+    for line in outcome.output.splitlines():
+        kind = next((k for k in EXCERPT_KINDS if line.startswith(k)), None)
+        if kind is None and "killed after" in line:
+            kind = "killed"
+        limit = 64 if kind == "  thread " else per_kind  # a deadlock needs every thread
+        if kind is None or counts.get(kind, 0) >= limit:
+            continue
+        counts[kind] = counts.get(kind, 0) + 1
+        kept.append(line)
+    if not kept:
+        kept = outcome.output.splitlines()[-per_kind * 2:]
+    return "\n".join("    " + line for line in kept)
 
 
 def summary_line(outcomes: Sequence[Outcome]) -> str:
