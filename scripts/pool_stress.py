@@ -4,7 +4,7 @@
 Compiles aten/src/ATen/mps/MPSStreamPool.cpp of the patched PyTorch tree together with the
 driver tests/pool_stress/stress_main.cpp (a test stream type stands in for MPSStream) using
 ``clang++-16 -std=c++17 -O1 -g -fsanitize=thread -pthread`` and runs it twice: once under the
-default policy (64 threads x 10,000 cycles, 10,000 short-lived threads, 64 threads on 31
+default policy (64 threads x 10,000 cycles, 10,000 short-lived threads, 64 threads on 32
 streams, set_stream overrides, fork with live threads) and once with
 PYTORCH_MPS_STREAM_POOL_POLICY=wait. Exit status 0 iff ThreadSanitizer reports nothing and no
 invariant is violated; the summary line comes last.
@@ -186,7 +186,7 @@ def summary(share: RunResult | None, wait: RunResult | None) -> str:
     if share:
         fork = "fork child ok" if s.get("fork_child_ok") == "1" else "fork child FAILED"
         parts += [f"{s.get('short_threads', 0)} short-lived threads",
-                  f"64 threads on 31 streams ({s.get('overflow_exclusive', '?')} exclusive, "
+                  f"64 threads on 32 streams ({s.get('overflow_exclusive', '?')} exclusive, "
                   f"{s.get('overflow_shared', '?')} shared)",
                   f"{s.get('overrides', 0)} overrides", fork]
     if wait:

@@ -39,7 +39,7 @@ def test_full_stress_run_is_clean(patched_tree: Path) -> None:
     assert cycles >= 64 * 10_000
     assert short_threads == 10_000
     assert (violations, tsan) == (0, 0)
-    assert "31 exclusive, 33 shared" in last_line(proc)
+    assert "32 exclusive, 32 shared" in last_line(proc)
     assert "fork child ok" in last_line(proc)
     assert "wait policy ok" in last_line(proc)
 

@@ -19,7 +19,7 @@ import torch
 from cs_report import Section
 
 STREAM_API_NAMES = ("Stream", "current_stream", "default_stream", "set_stream", "stream")
-WORKER_THREADS = 16  # fewer than the 31 worker streams of an MPS pool and the 32 of CUDA's
+WORKER_THREADS = 16  # fewer than the 32 worker streams of an MPS or CUDA pool
 
 
 def missing_stream_api(device: str) -> list[str]:

@@ -447,6 +447,53 @@ void scenarioFork(Totals& totals) {
   checkQuiescent("fork parent");
 }
 
+// Streams are opt-in: outside per-thread mode no thread is given a worker stream, every thread's
+// current stream is the default stream, and turning per-thread mode off again gives the worker
+// streams back at each thread's next current().
+void scenarioDefaultMode() {
+  if (pool().perThread()) {
+    violation("default mode: per-thread mode is on without PYTORCH_MPS_PER_THREAD_STREAMS=1");
+  }
+  const auto before = pool().stats();
+  runThreads(16, [&](int) {
+    if (pool().current() != pool().stream(0) || pool().currentId(true) != 0 || pool().currentId(false) != 0) {
+      violation("default mode: a thread's current stream is not the default stream");
+    }
+  });
+  if (binds(pool().stats()) != binds(before)) {
+    violation("default mode: a thread was given a worker stream without asking for one");
+  }
+  pool().setPerThread(true);
+  Barrier bound(9), switched(9);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      TestStream* mine = bindChecked(true, 1);
+      use(mine, true);
+      unregister(mine); // the next current() gives it back: the driver's record must not keep it
+      bound.wait();
+      switched.wait();
+      if (pool().current() != pool().stream(0)) {
+        violation("mode switch: a thread kept its worker stream after per-thread mode was turned off");
+      }
+    });
+  }
+  bound.wait();
+  pool().setPerThread(false);
+  switched.wait();
+  for (auto& t : threads) {
+    t.join();
+  }
+  const auto after = pool().stats();
+  for (int i = 1; i < kMPSStreamsPerPool; ++i) {
+    if (after.slots[i].holders != 0) {
+      violation("mode switch: stream " + std::to_string(i) + " still held after per-thread mode was turned off");
+    }
+  }
+  pool().setPerThread(true); // the remaining scenarios exercise per-thread mode
+  checkQuiescent("default mode");
+}
+
 void scenarioEnvParsing() {
   auto rejects = [](const char* name, const char* value) {
     setenv(name, value, 1);
@@ -460,6 +507,7 @@ void scenarioEnvParsing() {
     return ok;
   };
   if (!rejects("PYTORCH_MPS_STREAM_POOL_POLICY", "fifo") ||
+      !rejects("PYTORCH_MPS_PER_THREAD_STREAMS", "yes") ||
       !rejects("PYTORCH_MPS_STREAM_POOL_WAIT_MS", "-5") ||
       !rejects("PYTORCH_MPS_STREAM_POOL_WAIT_MS", "10s")) {
     violation("bad environment values are not rejected with a message naming the variable");
@@ -489,6 +537,7 @@ int runShare(int scale_percent) {
   if (pool().current() != pool().stream(0) || pool().currentId(false) != 0) {
     violation("main thread does not use the default stream");
   }
+  scenarioDefaultMode();
   scenarioOverrides(totals, 32, scaled(2000));
   scenarioExclusive(totals, scaled(2000)); // after overrides: streams freed by unpin get drained
   scenarioCycles(totals, 64, scaled(10000));
@@ -508,6 +557,7 @@ int runShare(int scale_percent) {
 // PYTORCH_MPS_STREAM_POOL_POLICY=wait: a bounded wait that ends in a clear error, a wait that
 // ends when a stream is given back, and 64 threads contending without deadlock.
 int runWait(int scale_percent) {
+  pool().setPerThread(true);
   const auto timeout = pool().options().wait_timeout;
   if (pool().options().policy != StreamPoolOverflowPolicy::kWait) {
     violation("wait mode: PYTORCH_MPS_STREAM_POOL_POLICY=wait was not applied");
