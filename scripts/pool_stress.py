@@ -59,6 +59,16 @@ PLANTED_BUGS: dict[str, tuple[str, str]] = {
     ),
     # thread exit does not give the stream back
     "no-exit-giveback": ("    pool->releaseCurrentThread();\n  }", "  }"),
+    # a binding whose stream could not be created keeps its slot
+    "keep-slot-on-create-failure": (
+        "    giveBack(id, /*thread_exit=*/false); // the slot must not stay held by a failed binding\n",
+        "",
+    ),
+    # outside per-thread mode a thread still gets a worker stream of its own
+    "auto-bind-without-opt-in": (
+        "if (b.exited || isMainThread(b) || !perThread()) {",
+        "if (b.exited || isMainThread(b)) {",
+    ),
 }
 
 

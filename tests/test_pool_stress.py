@@ -51,6 +51,8 @@ def test_full_stress_run_is_clean(patched_tree: Path) -> None:
         ("double-assign", "invariant"),
         ("free-before-drain", "invariant"),
         ("no-exit-giveback", "invariant"),
+        ("keep-slot-on-create-failure", "invariant"),
+        ("auto-bind-without-opt-in", "invariant"),
     ],
 )
 def test_planted_bug_is_caught(patched_tree: Path, bug: str, caught_by: str) -> None:

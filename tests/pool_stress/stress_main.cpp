@@ -69,7 +69,12 @@ uint64_t token() {
   return t_token;
 }
 
+std::atomic<bool> g_fail_next_create{false};
+
 void* createStream(int id) {
+  if (g_fail_next_create.exchange(false)) {
+    throw StreamPoolError("planted: creating stream " + std::to_string(id) + " failed");
+  }
   if (g_created[id].fetch_add(1) != 0) {
     violation("stream " + std::to_string(id) + " created twice");
   }
@@ -447,6 +452,37 @@ void scenarioFork(Totals& totals) {
   checkQuiescent("fork parent");
 }
 
+// A binding whose stream cannot be created must not keep its slot: the error reaches the thread,
+// the slot is free again, and the next thread that binds it gets a working stream.
+void scenarioCreateFailure() {
+  pool().setPerThread(true);
+  g_fail_next_create.store(true);
+  std::string error;
+  std::thread([&] {
+    try {
+      pool().current();
+    } catch (const StreamPoolError& e) {
+      error = e.what();
+    }
+  }).join();
+  if (error.find("planted") == std::string::npos) {
+    violation("create failure: the error did not reach the binding thread (got '" + error + "')");
+  }
+  const auto stats = pool().stats();
+  for (int i = 1; i < kMPSStreamsPerPool; ++i) {
+    if (stats.slots[i].holders != 0) {
+      violation("create failure: slot " + std::to_string(i) + " still held after its stream failed to be created");
+    }
+  }
+  runThreads(1, [&](int) {
+    TestStream* mine = bindChecked(true, 1);
+    use(mine, true);
+    unregister(mine);
+  });
+  pool().setPerThread(false);
+  checkQuiescent("create failure");
+}
+
 // Streams are opt-in: outside per-thread mode no thread is given a worker stream, every thread's
 // current stream is the default stream, and turning per-thread mode off again gives the worker
 // streams back at each thread's next current().
@@ -537,6 +573,7 @@ int runShare(int scale_percent) {
   if (pool().current() != pool().stream(0) || pool().currentId(false) != 0) {
     violation("main thread does not use the default stream");
   }
+  scenarioCreateFailure();
   scenarioDefaultMode();
   scenarioOverrides(totals, 32, scaled(2000));
   scenarioExclusive(totals, scaled(2000)); // after overrides: streams freed by unpin get drained
