@@ -61,7 +61,8 @@ PLANTED_BUGS: dict[str, tuple[str, str]] = {
     "no-exit-giveback": ("    pool->releaseCurrentThread();\n  }", "  }"),
     # a binding whose stream could not be created keeps its slot
     "keep-slot-on-create-failure": (
-        "    giveBack(id, /*thread_exit=*/false); // the slot must not stay held by a failed binding\n",
+        "    giveBack(id, /*thread_exit=*/false); // the slot must not stay held by a failed"
+        " binding\n",
         "",
     ),
     # outside per-thread mode a thread still gets a worker stream of its own
