@@ -10,6 +10,7 @@ as the real 0.24.1 and 2.9.1 are) and a dependency of our torch.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -210,12 +211,12 @@ class Server:
         return self.log.read_text()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """`python -m http.server` on 127.0.0.1 (a free port) serving ``tmp_path/served``."""
-    root = tmp_path / "served"
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[Server]:
+    """`python -m http.server` on 127.0.0.1 (a free port) serving ``folder/served``."""
+    root = folder / "served"
     root.mkdir()
-    log = tmp_path / "http.log"
+    log = folder / "http.log"
     with open(log, "w") as errors:
         process = subprocess.Popen(
             [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
@@ -229,6 +230,12 @@ def server(tmp_path: Path) -> Iterator[Server]:
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with serve(tmp_path) as served:
+        yield served
 
 
 def test_previous_index_links_are_kept_and_a_rebuilt_file_replaces_its_old_link(
@@ -305,6 +312,10 @@ class Indexes:
 
 @pytest.fixture
 def indexes(server: Server, tmp_path: Path) -> Indexes:
+    return build_indexes(server, tmp_path)
+
+
+def build_indexes(server: Server, tmp_path: Path) -> Indexes:
     pypi_wheels, ours_wheels = tmp_path / "pypi-wheels", tmp_path / "ours-wheels"
     make_wheel(pypi_wheels, "torch", "2.9.1", flavour="upstream")
     make_wheel(pypi_wheels, "torchvision", "0.24.1", requires=("torch==2.9.1",))
@@ -425,3 +436,44 @@ def test_uv_refuses_a_wheel_whose_hash_does_not_match_the_index(tmp_path, indexe
     assert result.returncode != 0
     assert "Hash mismatch" in result.stderr and sha256(indexes.ours_wheel) in result.stderr
     assert run([python, "-c", "import torch"], env).returncode != 0
+
+
+def test_uv_takes_torch_only_from_the_index_it_tries_first(tmp_path, indexes):
+    """Why the README gives uv our index as --extra-index-url: uv takes each package from the
+    first index that has it, and tries --extra-index-url before --index-url."""
+    uv, env = uv_binary(), isolated_env(tmp_path)
+    python = fresh_venv(tmp_path / "venv-uv")
+    install = [uv, "pip", "install", "--python", python, f"torch=={OURS}"]
+    # Ours as the only index: torch's dependencies (on PyPI) are not found.
+    result = run([*install, "--index-url", indexes.ours], env)
+    assert result.returncode != 0 and "tiny-dependency was not found" in result.stderr
+    # Ours as --index-url and PyPI as the extra: PyPI has a torch, so uv looks no further.
+    result = run([*install, "--index-url", indexes.ours, "--extra-index-url", indexes.pypi], env)
+    assert result.returncode != 0 and "not at the requested version" in result.stderr
+
+
+def test_a_uv_project_pins_torch_to_our_index(tmp_path, indexes):
+    """The README's pyproject.toml: torch from our index only, everything else from the
+    default index (PyPI there; the stand-in here, through --default-index)."""
+    uv, env = uv_binary(), isolated_env(tmp_path)
+    project = tmp_path / "app"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(f"""[project]
+name = "app"
+version = "0.1"
+requires-python = ">=3.10"
+dependencies = ["torch=={OURS}", "torchvision==0.24.1"]
+
+[[tool.uv.index]]
+name = "mps-parallel"
+url = "{indexes.ours}"
+explicit = true
+
+[tool.uv.sources]
+torch = {{ index = "mps-parallel" }}
+""")
+    result = run([uv, "sync", "--default-index", indexes.pypi, "--python", sys.executable,
+                  "--directory", project], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = installed(project / ".venv" / "bin" / "python", env)
+    assert (found["torch"], found["FLAVOUR"], found["torchvision"]) == (OURS, "ours", "0.24.1")
