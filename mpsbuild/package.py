@@ -118,7 +118,7 @@ def package(compiled: CompiledWheel, workdir: Workdir, spec: BuildSpec, info: Bu
     wheel = spec.wheelhouse / compiled.path.name
     if runner.dry_run:
         for path in (build_info_path(wheel), checksums_path(wheel), spec.wheelhouse / "SHA256SUMS"):
-            runner.show(["write", path])
+            say(f"would write: {path}")
         return wheel
     if not wheel.exists():
         raise BuildError(f"delocate-wheel did not write {wheel}.",

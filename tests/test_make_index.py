@@ -26,6 +26,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from driver_helpers import run_build
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "make_index.py"
@@ -197,6 +198,18 @@ def test_each_wheel_gets_its_own_records_and_sha256sums_combines_them(tmp_path):
     check = subprocess.run(["sha256sum", "--check", "SHA256SUMS"], cwd=tmp_path,
                            capture_output=True, text=True)
     assert check.returncode == 1 and f"{wheels[1].name}: FAILED" in check.stdout
+
+
+def test_the_wheel_stage_plans_the_per_wheel_records(tmp_path):
+    result = run_build("--apply", "--wheel", "--dry-run", "--workdir", tmp_path / "w",
+                       "--wheelhouse", tmp_path / "wh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    planned = re.findall(r"would write: (\S+)", result.stdout + result.stderr)
+    stem = re.escape(str(tmp_path / "wh" / "torch-2.9.1+mps.")) + r"[0-9a-f]{8}-<tags>"
+    assert len(planned) == 3, result.stdout + result.stderr
+    assert re.fullmatch(stem + r"\.build-info\.json", planned[0])
+    assert re.fullmatch(stem + r"\.SHA256SUMS", planned[1])
+    assert planned[2] == str(tmp_path / "wh" / "SHA256SUMS")
 
 
 # --- served for real: http.server, pip and uv ------------------------------------------------
