@@ -79,11 +79,11 @@ def read_metadata(wheel: Path) -> email.message.Message:
                      if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
             if len(names) != 1:
                 raise IndexProblem(f"{wheel} has {len(names)} .dist-info/METADATA files, not 1; "
-                                  "it is not a valid wheel: rebuild it.")
+                                   "it is not a valid wheel: rebuild it.")
             text = archive.read(names[0]).decode("utf-8")
     except zipfile.BadZipFile as error:
         raise IndexProblem(f"{wheel} is not a zip archive ({error}): the download or build was "
-                          "cut short; fetch or build it again.") from None
+                           "cut short; fetch or build it again.") from None
     return email.parser.HeaderParser().parsestr(text)
 
 
@@ -93,10 +93,11 @@ def wheel_link(wheel: Path, base_url: str | None) -> tuple[str, Link]:
     metadata = read_metadata(wheel)
     meta_name, meta_version = metadata.get("Name", ""), metadata.get("Version", "")
     # Wheel file names escape '-' as '_' in both fields (PEP 427).
-    if normalize(meta_name) != normalize(name) or meta_version.replace("-", "_") != version:
+    if (normalize(meta_name) != normalize(name)
+            or meta_version.replace("-", "_").lower() != version.lower()):
         raise IndexProblem(f"{wheel.name} says {name} {version}, but its METADATA says "
-                          f"{meta_name} {meta_version}: the file was renamed. Restore its "
-                          "original name (or rebuild it); pip would refuse it anyway.")
+                           f"{meta_name} {meta_version}: the file was renamed. Restore its "
+                           "original name (or rebuild it); pip would refuse it anyway.")
     quoted = urllib.parse.quote(wheel.name)
     url = f"{base_url}{quoted}" if base_url else quoted
     return normalize(name), Link(wheel.name, url, sha256_file(wheel),
@@ -133,8 +134,8 @@ def parse_project_page(page: str, page_url: str) -> list[Link]:
         url, _, fragment = urllib.parse.urljoin(page_url, attrs.get("href") or "").partition("#")
         if not fragment.startswith("sha256=") or not text.endswith(".whl"):
             raise IndexProblem(f"the previous index {page_url} has a link without a sha256 "
-                              f"fragment or wheel name ({text or url}); it was not written by "
-                              "this script. Publish a fresh index (leave out --previous).")
+                               f"fragment or wheel name ({text or url}); it was not written by "
+                               "this script. Publish a fresh index (leave out --previous).")
         links.append(Link(text, url, fragment.removeprefix("sha256="),
                           attrs.get("data-requires-python")))
     return links
@@ -151,11 +152,11 @@ def fetch_previous(previous: str, project: str) -> list[Link]:
             print(f"no previous index at {page_url} (404): starting a new one")
             return []
         raise IndexProblem(f"could not read the previous index {page_url}: HTTP {error.code}. "
-                          "Publishing now would drop earlier releases from the index; retry "
-                          "when the site answers.") from None
+                           "Publishing now would drop earlier releases from the index; retry "
+                           "when the site answers.") from None
     except (urllib.error.URLError, OSError) as error:
         raise IndexProblem(f"could not read the previous index {page_url}: {error}. Check the "
-                          "URL, or retry when the network answers.") from None
+                           "URL, or retry when the network answers.") from None
     return parse_project_page(page, page_url)
 
 
@@ -185,19 +186,19 @@ def page(title: str, body: str) -> str:
 def check_url(option: str, url: str) -> str:
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise IndexProblem(f"{option} {url!r} is not an http(s) URL; give one such as "
-                          "https://github.com/OWNER/REPO/releases/download/TAG/.")
+                           "https://github.com/OWNER/REPO/releases/download/TAG/.")
     return url if url.endswith("/") else url + "/"
 
 
 def collect(wheelhouse: Path, base_url: str | None) -> dict[str, list[Link]]:
     if not wheelhouse.is_dir():
         raise IndexProblem(f"the wheelhouse {wheelhouse} does not exist; build wheels with "
-                          "`python build.py --apply --wheel` or download the release's wheels "
-                          "into it.")
+                           "`python build.py --apply --wheel` or download the release's wheels "
+                           "into it.")
     wheels = sorted(wheelhouse.glob("*.whl"))
     if not wheels:
         raise IndexProblem(f"no .whl files in {wheelhouse}; build wheels with "
-                          "`python build.py --apply --wheel` first.")
+                           "`python build.py --apply --wheel` first.")
     projects: dict[str, list[Link]] = {}
     for wheel in wheels:
         project, link = wheel_link(wheel, base_url)
@@ -217,7 +218,7 @@ def merge(new: list[Link], previous: list[Link]) -> list[Link]:
 def check_site(site: Path) -> None:
     if site.exists() and (not site.is_dir() or any(site.iterdir())):
         raise IndexProblem(f"{site} already exists and is not an empty folder; nothing was "
-                          "written. Remove it or choose another folder.")
+                           "written. Remove it or choose another folder.")
 
 
 def write_site(site: Path, wheelhouse: Path, projects: dict[str, list[Link]],
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = check_url("--previous", args.previous) if args.previous else None
         if previous and not base_url:
             raise IndexProblem("--previous needs --base-url: kept links point at earlier "
-                              "releases, so new wheels must be linked the same way.")
+                               "releases, so new wheels must be linked the same way.")
         check_site(args.site)
         projects = collect(args.wheelhouse, base_url)
         if previous:
