@@ -397,12 +397,10 @@ def test_pip_installs_our_wheel_by_name_and_torchvision_torchaudio_accept_it(
 def test_pip_skips_a_wheel_for_another_python_from_the_index_alone(tmp_path, indexes, server):
     env = isolated_env(tmp_path)
     python = fresh_venv(tmp_path / "venv-pip")
-    result = run([*pip_install(python), "-v", "--no-deps", "--index-url", indexes.ours,
-                  "torch"], env)
+    result = run([*pip_install(python), "--no-deps", "--index-url", indexes.ours, "torch"], env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert installed(python, env)["torch"] == OURS  # not the newer OURS_FUTURE_PYTHON
-    assert "requires a different Python" in result.stdout
-    assert "mps.ffff0000" not in server.requested()  # never downloaded
+    assert "mps.ffff0000" not in server.requested()  # skipped unread, not tried and dropped
 
 
 def test_pip_refuses_a_wheel_whose_hash_does_not_match_the_index(tmp_path, indexes):
