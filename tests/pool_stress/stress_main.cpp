@@ -483,9 +483,10 @@ void scenarioCreateFailure() {
   checkQuiescent("create failure");
 }
 
-// Streams are opt-in: outside per-thread mode no thread is given a worker stream, every thread's
-// current stream is the default stream, and turning per-thread mode off again gives the worker
-// streams back at each thread's next current().
+// Streams are opt-in: outside per-thread mode no thread is given a worker stream and every
+// thread's current stream is the default stream. The mode is read once per thread: a thread
+// keeps the stream it resolved (worker or default) when the mode changes, so no op ever sees
+// its stream change under it; only threads that resolve later follow the new mode.
 void scenarioDefaultMode() {
   if (pool().perThread()) {
     violation("default mode: per-thread mode is on without PYTORCH_MPS_PER_THREAD_STREAMS=1");
@@ -499,32 +500,38 @@ void scenarioDefaultMode() {
   if (binds(pool().stats()) != binds(before)) {
     violation("default mode: a thread was given a worker stream without asking for one");
   }
-  pool().setPerThread(true);
-  Barrier bound(9), switched(9);
+  // 4 threads resolve in default mode, 4 in per-thread mode; then the mode flips and each
+  // thread checks that its stream did not change.
+  Barrier default_resolved(5), worker_resolved(5), flipped(9);
   std::vector<std::thread> threads;
-  for (int i = 0; i < 8; ++i) {
-    threads.emplace_back([&] {
-      TestStream* mine = bindChecked(true, 1);
+  auto body = [&](bool worker, Barrier& resolved) {
+    TestStream* mine = worker ? bindChecked(true, 1) : static_cast<TestStream*>(pool().current());
+    if (!worker && mine != pool().stream(0)) {
+      violation("mode switch: a default-mode thread did not get the default stream");
+    }
+    resolved.wait();
+    flipped.wait();
+    if (pool().current() != mine) {
+      violation("mode switch: a thread's current stream changed when the mode changed");
+    }
+    if (worker) {
       use(mine, true);
-      unregister(mine); // the next current() gives it back: the driver's record must not keep it
-      bound.wait();
-      switched.wait();
-      if (pool().current() != pool().stream(0)) {
-        violation("mode switch: a thread kept its worker stream after per-thread mode was turned off");
-      }
-    });
+      unregister(mine);
+    }
+  };
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back(body, false, std::ref(default_resolved));
   }
-  bound.wait();
+  default_resolved.wait();
+  pool().setPerThread(true);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back(body, true, std::ref(worker_resolved));
+  }
+  worker_resolved.wait();
   pool().setPerThread(false);
-  switched.wait();
+  flipped.wait();
   for (auto& t : threads) {
     t.join();
-  }
-  const auto after = pool().stats();
-  for (int i = 1; i < kMPSStreamsPerPool; ++i) {
-    if (after.slots[i].holders != 0) {
-      violation("mode switch: stream " + std::to_string(i) + " still held after per-thread mode was turned off");
-    }
   }
   pool().setPerThread(true); // the remaining scenarios exercise per-thread mode
   checkQuiescent("default mode");
