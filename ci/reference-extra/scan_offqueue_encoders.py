@@ -16,7 +16,7 @@ Prints two sections and exits 0; exits 2 with the reason when a tool or input is
 
 Usage: scan_offqueue_encoders.py [--wheel torch-2.9.1-...-macosx_11_0_arm64.whl]
 Without --wheel it runs ``pip download torch==2.9.1`` for macOS arm64 into a temporary folder.
-Needs llvm-objdump and llvm-nm (LLVM 14 or newer); the disassembly takes about two minutes.
+Needs llvm-objdump and llvm-cxxfilt (LLVM 14 or newer); a run takes 5-10 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -72,9 +72,14 @@ def download_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def extract_dylib(wheel: Path, dest: Path) -> Path:
+def check_wheel(wheel: Path) -> None:
+    if not wheel.is_file():
+        fail(f"{wheel} does not exist; pass the path of the downloaded wheel")
     if not re.fullmatch(r"torch-2\.9\.1-cp3\d+-none-macosx_11_0_arm64\.whl", wheel.name):
         fail(f"{wheel.name} is not an official torch 2.9.1 macOS arm64 wheel name")
+
+
+def extract_dylib(wheel: Path, dest: Path) -> Path:
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(DYLIB, dest)
     return dest / DYLIB
@@ -104,7 +109,9 @@ class Disassembly:
                 continue
             head = FUNC_LINE.match(line)
             if head:
-                current, adrp = head.group(2), {}
+                # Local symbols repeat across files (e.g. one block name in FusedAdam and
+                # FusedAdamW), so a function is keyed by name and address.
+                current, adrp = f"{head.group(2)}@{head.group(1)}", {}
                 self.address[current] = int(head.group(1), 16)
                 continue
             insn = INSN_LINE.match(line)
@@ -136,6 +143,7 @@ class Disassembly:
 def demangle(cxxfilt: str, names: list[str]) -> list[str]:
     # Mach-O symbols carry one extra leading underscore, blocks three or four and a suffix
     # that c++filt does not know: demangle the enclosing function and put the suffix back.
+    names = [n.rsplit("@", 1)[0] for n in names]
     bases = [re.sub(r"^_+(_Z)", r"\1", BLOCK_SUFFIX.sub("", n)) for n in names]
     out = subprocess.run([cxxfilt], input="\n".join(bases), capture_output=True, text=True,
                          check=True).stdout.splitlines()
@@ -167,8 +175,7 @@ def main() -> None:
     cxxfilt = find_tool("llvm-cxxfilt-16", "llvm-cxxfilt", "c++filt")
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or download_wheel(Path(tmp))
-        if not wheel.is_file():
-            fail(f"{wheel} does not exist; pass the path of the downloaded wheel")
+        check_wheel(wheel)
         print(f"# wheel {wheel.name} sha256 {hashlib.sha256(wheel.read_bytes()).hexdigest()}")
         dylib = extract_dylib(wheel, Path(tmp))
         stubs = dispatch_sync_stubs(objdump, dylib)
