@@ -25,8 +25,9 @@ from cs_config import (
     CLIENTS,
     SELFTEST_ENV,
 )
+from cs_handoff import HANDOFF_CASES, HandoffOps
 from cs_report import Reporter, Section
-from cs_streams import STREAM_CHECKS, StreamBackend, missing_stream_api
+from cs_streams import STREAM_CHECKS, StreamBackend, missing_per_thread_api, missing_stream_api
 from cs_workloads import build_workload, synchronize
 from torch import nn
 
@@ -66,6 +67,7 @@ def probe(params: dict[str, Any], rep: Reporter) -> None:
             mps_built=torch.backends.mps.is_built(),
             mps_available=torch.backends.mps.is_available(),
             mps_missing_stream_api=missing_stream_api("mps"),
+            mps_missing_per_thread_api=missing_per_thread_api(),
             torch_mps_batch_queue=installed_batch_queue() is not None,
         )
     device = params.get("device")
@@ -391,6 +393,17 @@ def streams(params: dict[str, Any], rep: Reporter) -> None:
             check(backend, sec)
 
 
+# --------------------------------------------------------------------------- hand-offs
+
+
+def handoff(params: dict[str, Any], rep: Reporter) -> None:
+    """The hand-off cases named in params["cases"] (cs_handoff.HANDOFF_CASES), one section each."""
+    ops = HandoffOps(params["device"])
+    for case in params["cases"]:
+        with rep.section(case) as sec:
+            HANDOFF_CASES[case](ops, sec, params)
+
+
 # --------------------------------------------------------------------------- BatchQueue
 
 
@@ -678,6 +691,7 @@ SCENARIOS: dict[str, Scenario] = {
     "lifecycle_oversubscribed": lifecycle_oversubscribed,
     "lifecycle_executor": lifecycle_executor,
     "streams": streams,
+    "handoff": handoff,
     "batch_queue": batch_queue,
     "throughput": throughput,
 }
