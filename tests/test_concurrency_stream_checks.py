@@ -262,3 +262,47 @@ def test_parent_marks_only_the_per_thread_check_when_the_mode_is_missing() -> No
         stream_api_gap(suite_on("cuda", mps_missing_per_thread_api=["x"]), PER_THREAD_CHECK) is None
     )
     assert stream_api_gap(suite_on("mps", mps_missing_per_thread_api=[]), PER_THREAD_CHECK) is None
+
+
+def test_mps_checks_that_load_the_stream_pool_turn_the_mode_on_and_restore_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cs_streams
+    import torch
+
+    calls: list[bool] = []
+    monkeypatch.setattr(torch.mps, "per_thread_streams", lambda: False, raising=False)
+    monkeypatch.setattr(torch.mps, "set_per_thread_streams", calls.append, raising=False)
+    with cs_streams.mps_per_thread_mode("mps"):
+        assert calls == [True]
+    assert calls == [True, False]
+    with cs_streams.mps_per_thread_mode("cuda"):
+        pass
+    assert calls == [True, False]  # only MPS has the mode
+
+
+def test_mps_correctness_runs_on_own_streams_and_in_per_thread_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cs_scenarios
+
+    monkeypatch.setattr(cs_scenarios, "missing_stream_api", lambda device: [])
+    monkeypatch.setattr(cs_scenarios, "missing_per_thread_api", lambda: [])
+    assert set(cs_scenarios._variants("mps")) == {
+        "eval",
+        "inference_mode",
+        "inference_mode+own_stream",
+        "inference_mode+per_thread_mode",
+    }
+    assert "inference_mode+per_thread_mode" not in cs_scenarios._variants("cuda")
+    monkeypatch.setattr(cs_scenarios, "missing_stream_api", lambda device: ["Stream"])
+    monkeypatch.setattr(cs_scenarios, "missing_per_thread_api", lambda: ["x"])
+    assert set(cs_scenarios._variants("mps")) == {"eval", "inference_mode"}  # stock torch
+
+
+def test_default_stream_check_ignores_a_user_s_per_thread_mode_and_restores_it() -> None:
+    module = FakeMPSModule()
+    module.set_per_thread_streams(True)  # as PYTORCH_MPS_PER_THREAD_STREAMS=1 would
+    section = run_check(backend(module, "mps"), "new_thread_default_stream")
+    assert section.failures == [] and section.figures["per_thread_mode_at_start"] is True
+    assert module.mode is True

@@ -27,7 +27,13 @@ from cs_config import (
 )
 from cs_handoff import HANDOFF_CASES, HandoffOps
 from cs_report import Reporter, Section
-from cs_streams import STREAM_CHECKS, StreamBackend, missing_per_thread_api, missing_stream_api
+from cs_streams import (
+    STREAM_CHECKS,
+    StreamBackend,
+    missing_per_thread_api,
+    missing_stream_api,
+    mps_per_thread_mode,
+)
 from cs_workloads import build_workload, synchronize
 from torch import nn
 
@@ -98,26 +104,39 @@ def device_usable_detail(device: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- correctness
 
 
-def _variants(device: str) -> dict[str, tuple[Callable[[], Any], Any]]:
-    """Execution variants: (mode entered around each call, per-thread scope factory)."""
-    variants: dict[str, tuple[Callable[[], Any], Any]] = {
-        "eval": (contextlib.nullcontext, None),
-        "inference_mode": (torch.inference_mode, None),
-    }
-    if device == "cuda":
-        # CUDA threads share the default stream unless they set one; cover both.
-        def own_stream(_: int) -> Any:
-            return torch.cuda.stream(torch.cuda.Stream())
+Variant = tuple[Callable[[], Any], Any, Callable[[], Any]]
 
-        variants["inference_mode+own_stream"] = (torch.inference_mode, own_stream)
+
+def _variants(device: str) -> dict[str, Variant]:
+    """Execution variants: (mode entered around each call, per-thread scope factory, scope
+    around the whole run)."""
+    plain = contextlib.nullcontext
+    variants: dict[str, Variant] = {
+        "eval": (plain, None, plain),
+        "inference_mode": (torch.inference_mode, None, plain),
+    }
+    # CUDA and MPS threads share the default stream unless they opt in; cover both.
+    if device == "cuda" or (device == "mps" and not missing_stream_api("mps")):
+        module: Any = torch.cuda if device == "cuda" else torch.mps
+
+        def own_stream(_: int) -> Any:
+            return module.stream(module.Stream())
+
+        variants["inference_mode+own_stream"] = (torch.inference_mode, own_stream, plain)
+    if device == "mps" and not missing_per_thread_api():
+        variants["inference_mode+per_thread_mode"] = (
+            torch.inference_mode,
+            None,
+            lambda: mps_per_thread_mode(device),
+        )
     return variants
 
 
 def correctness(params: dict[str, Any], rep: Reporter) -> None:
     device, profile = params["device"], params["profile"]
     workload = build_workload(params["workload"], device)
-    for variant, (mode, per_thread) in _variants(device).items():
-        with rep.section(variant) as sec:
+    for variant, (mode, per_thread, around) in _variants(device).items():
+        with rep.section(variant) as sec, around():
             goldens = golden_outputs(workload.call, workload.inputs, mode)
             synchronize(device)
             per_count = run_parallel_check(
@@ -270,7 +289,8 @@ def lifecycle_short_lived(params: dict[str, Any], rep: Reporter) -> None:
         finally:
             slots.release()
 
-    with rep.section("short_lived_threads") as sec:
+    # On MPS with per-thread mode every thread takes and gives back a worker stream.
+    with rep.section("short_lived_threads") as sec, mps_per_thread_mode(device):
         started = time.perf_counter()
         threads = []
         for tid in range(total):
@@ -331,7 +351,7 @@ def lifecycle_oversubscribed(params: dict[str, Any], rep: Reporter) -> None:
                 stream_ids.add(sid)
         yield
 
-    with rep.section("more_threads_than_streams") as sec:
+    with rep.section("more_threads_than_streams") as sec, mps_per_thread_mode(device):
         goldens = golden_outputs(workload.call, workload.inputs, torch.inference_mode)
         synchronize(device)
         per_count = run_parallel_check(
