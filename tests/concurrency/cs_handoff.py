@@ -33,7 +33,7 @@ from cs_batch_queue import load_batch_queue
 from cs_checker import as_cpu_tuple, compare, golden_outputs, run_parallel_check, summarize
 from cs_config import BATCH_QUEUE_MAX_BATCH, BATCH_QUEUE_MAX_DELAY_MS, HANDOFF_CASE_NAMES
 from cs_report import Section
-from cs_streams import missing_per_thread_api, missing_stream_api
+from cs_streams import missing_per_thread_api, missing_stream_api, mps_per_thread_mode
 from cs_workloads import build_workload, synchronize
 from torch import nn
 
@@ -195,15 +195,9 @@ class HandoffOps:
         missing = missing_per_thread_api()
         return f"torch.mps lacks the per-thread stream mode {missing}" if missing else None
 
-    @contextlib.contextmanager
-    def per_thread_mode(self) -> Iterator[None]:
+    def per_thread_mode(self) -> contextlib.AbstractContextManager[Any]:
         """MPS per-thread mode on (each new non-main thread gets a worker stream), restored."""
-        previous = bool(torch.mps.per_thread_streams())
-        torch.mps.set_per_thread_streams(True)
-        try:
-            yield
-        finally:
-            torch.mps.set_per_thread_streams(previous)
+        return mps_per_thread_mode(self.device)
 
 
 # --------------------------------------------------------------------------- worker -> main
