@@ -1,4 +1,9 @@
-"""Package stage: repair the wheel with delocate, then write SHA256SUMS and build-info.json."""
+"""Package stage: repair the wheel with delocate, then write its checksums and provenance.
+
+Each wheel gets ``<wheel stem>.build-info.json`` and ``<wheel stem>.SHA256SUMS`` beside it, so
+wheels for several Pythons (or series) share one wheelhouse, and one release, without
+overwriting each other's files. ``SHA256SUMS`` combines every wheel's checksums.
+"""
 
 from __future__ import annotations
 
@@ -74,6 +79,35 @@ def collect_host() -> dict[str, str]:
     }
 
 
+def build_info_path(wheel: Path) -> Path:
+    return wheel.with_name(wheel.name.removesuffix(".whl") + ".build-info.json")
+
+
+def checksums_path(wheel: Path) -> Path:
+    return wheel.with_name(wheel.name.removesuffix(".whl") + ".SHA256SUMS")
+
+
+def combined_checksums(wheelhouse: Path) -> Path:
+    """Every per-wheel ``*.SHA256SUMS`` of the wheelhouse in one file, the release's layout."""
+    combined = wheelhouse / "SHA256SUMS"
+    lines = [line for sums in sorted(wheelhouse.glob("*.SHA256SUMS"))
+             for line in sums.read_text().splitlines() if line.strip()]
+    by_file_name = sorted(lines, key=lambda line: line.split("  ", 1)[-1])
+    combined.write_text("".join(f"{line}\n" for line in by_file_name))
+    return combined
+
+
+def write_wheel_records(wheel: Path, info: BuildInfo) -> tuple[Path, Path]:
+    """Write the wheel's build-info.json, then its SHA256SUMS (wheel and build-info), then
+    refresh the wheelhouse's combined SHA256SUMS."""
+    info_file = build_info_path(wheel)
+    info_file.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    sums = checksums_path(wheel)
+    sums.write_text("".join(f"{sha256_file(path)}  {path.name}\n" for path in (wheel, info_file)))
+    combined_checksums(wheel.parent)
+    return info_file, sums
+
+
 def package(compiled: CompiledWheel, workdir: Workdir, spec: BuildSpec, info: BuildInfo,
             runner: Runner) -> Path:
     """Repair ``compiled`` into the wheelhouse and write its checksums and provenance."""
@@ -81,15 +115,14 @@ def package(compiled: CompiledWheel, workdir: Workdir, spec: BuildSpec, info: Bu
     delocate = workdir.build_venv / "bin" / "delocate-wheel"
     runner.run([delocate, "--require-archs", "arm64", "-w", spec.wheelhouse, "-v",
                 compiled.path], log_name="delocate")
-    if runner.dry_run:
-        runner.show(["write", spec.wheelhouse / "SHA256SUMS"])
-        runner.show(["write", spec.wheelhouse / "build-info.json"])
-        return spec.wheelhouse / compiled.path.name
     wheel = spec.wheelhouse / compiled.path.name
+    if runner.dry_run:
+        for path in (build_info_path(wheel), checksums_path(wheel), spec.wheelhouse / "SHA256SUMS"):
+            say(f"would write: {path}")
+        return wheel
     if not wheel.exists():
         raise BuildError(f"delocate-wheel did not write {wheel}.",
                          "read the delocate log in the logs folder of the workdir.")
-    (spec.wheelhouse / "SHA256SUMS").write_text(f"{sha256_file(wheel)}  {wheel.name}\n")
     info.environment = compiled.environment
     info.toolchain = collect_toolchain(workdir.build_venv)
     freeze = subprocess.run([str(venv_python(workdir.build_venv)), "-m", "pip", "freeze"],
@@ -97,6 +130,6 @@ def package(compiled: CompiledWheel, workdir: Workdir, spec: BuildSpec, info: Bu
     info.dependencies = freeze.stdout.split()
     info.host = collect_host()
     info.finished_at = utc_now()
-    (spec.wheelhouse / "build-info.json").write_text(json.dumps(asdict(info), indent=2) + "\n")
+    write_wheel_records(wheel, info)
     say(f"wheel: {wheel}")
     return wheel

@@ -4,7 +4,7 @@
 Compiles aten/src/ATen/mps/MPSStreamPool.cpp of the patched PyTorch tree together with the
 driver tests/pool_stress/stress_main.cpp (a test stream type stands in for MPSStream) using
 ``clang++-16 -std=c++17 -O1 -g -fsanitize=thread -pthread`` and runs it twice: once under the
-default policy (64 threads x 10,000 cycles, 10,000 short-lived threads, 64 threads on 31
+default policy (64 threads x 10,000 cycles, 10,000 short-lived threads, 64 threads on 32
 streams, set_stream overrides, fork with live threads) and once with
 PYTORCH_MPS_STREAM_POOL_POLICY=wait. Exit status 0 iff ThreadSanitizer reports nothing and no
 invariant is violated; the summary line comes last.
@@ -59,6 +59,17 @@ PLANTED_BUGS: dict[str, tuple[str, str]] = {
     ),
     # thread exit does not give the stream back
     "no-exit-giveback": ("    pool->releaseCurrentThread();\n  }", "  }"),
+    # a binding whose stream could not be created keeps its slot
+    "keep-slot-on-create-failure": (
+        "    giveBack(id, /*thread_exit=*/false); // the slot must not stay held by a failed"
+        " binding\n",
+        "",
+    ),
+    # outside per-thread mode a thread still gets a worker stream of its own
+    "auto-bind-without-opt-in": (
+        "if (b.exited || isMainThread(b) || !perThread()) {",
+        "if (b.exited || isMainThread(b)) {",
+    ),
 }
 
 
@@ -186,7 +197,7 @@ def summary(share: RunResult | None, wait: RunResult | None) -> str:
     if share:
         fork = "fork child ok" if s.get("fork_child_ok") == "1" else "fork child FAILED"
         parts += [f"{s.get('short_threads', 0)} short-lived threads",
-                  f"64 threads on 31 streams ({s.get('overflow_exclusive', '?')} exclusive, "
+                  f"64 threads on 32 streams ({s.get('overflow_exclusive', '?')} exclusive, "
                   f"{s.get('overflow_shared', '?')} shared)",
                   f"{s.get('overrides', 0)} overrides", fork]
     if wait:

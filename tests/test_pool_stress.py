@@ -39,7 +39,7 @@ def test_full_stress_run_is_clean(patched_tree: Path) -> None:
     assert cycles >= 64 * 10_000
     assert short_threads == 10_000
     assert (violations, tsan) == (0, 0)
-    assert "31 exclusive, 33 shared" in last_line(proc)
+    assert "32 exclusive, 32 shared" in last_line(proc)
     assert "fork child ok" in last_line(proc)
     assert "wait policy ok" in last_line(proc)
 
@@ -51,6 +51,8 @@ def test_full_stress_run_is_clean(patched_tree: Path) -> None:
         ("double-assign", "invariant"),
         ("free-before-drain", "invariant"),
         ("no-exit-giveback", "invariant"),
+        ("keep-slot-on-create-failure", "invariant"),
+        ("auto-bind-without-opt-in", "invariant"),
     ],
 )
 def test_planted_bug_is_caught(patched_tree: Path, bug: str, caught_by: str) -> None:

@@ -44,9 +44,11 @@ STREAM_POOL_NAMES = (
     "_mps_queryStream",
     "_mps_recordEventOnStream",
     "_mps_waitForEventOnStream",
+    "_mps_setPerThreadStreams",
+    "_mps_getPerThreadStreams",
 )
-STREAM_API = ("Stream", "StreamContext", "current_stream", "default_stream", "set_stream",
-              "stream")
+STREAM_API = ("Stream", "StreamContext", "current_stream", "default_stream", "per_thread_streams",
+              "set_per_thread_streams", "set_stream", "stream")
 NO_POOL_ERROR = r"no MPS stream pool.*thread-safe MPS wheel"
 
 _load_counter = itertools.count()
@@ -109,14 +111,14 @@ def stock_mps(mps_dir: Path, without_bindings: None) -> Iterator[ModuleType]:
 class FakeStreamPool:
     """Stand-in for the C++ side of the contract (coord/STREAM_API.md), in plain Python.
 
-    Main thread: stream 0 unless overridden; another thread: a worker stream of its own
-    (ids 1..31), bound on first use; ``setStream`` overrides the calling thread's stream.
-    ``exchangeStream`` works like MPSGuardImpl::exchangeStream: it reports a thread that has
-    neither an override nor a stream as the automatic stream (id -1) and binds nothing.
+    Every thread: stream 0 unless it set one; in per-thread mode a thread other than the main
+    thread gets a worker stream of its own (ids 1..32), bound on first use. ``setStream``
+    overrides the calling thread's stream; ``exchangeStream`` works like
+    MPSGuardImpl::exchangeStream and reports the thread's real current stream.
     Every call is logged so that tests can check what the Python layer passed down.
     """
 
-    streams_per_pool = 32
+    streams_per_pool = 33
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
@@ -127,6 +129,7 @@ class FakeStreamPool:
         self._next_from_pool = itertools.cycle(range(1, self.streams_per_pool))
         self._next_event = itertools.count(1)
         self.workers_bound = 0
+        self.per_thread = False
         self.base = self._make_base_type()
 
     def _make_base_type(self) -> type:
@@ -137,11 +140,11 @@ class FakeStreamPool:
 
             __slots__ = ("device_index", "device_type", "stream_id")
 
-            def __new__(cls, stream_id: int = -1) -> Any:
+            def __new__(cls, stream_id: int | None = None) -> Any:
                 self = object.__new__(cls)
                 # Like THPStream's tp_new: fill the C fields, past any subclass property.
                 fields = FakeMPSStreamBase.__dict__
-                chosen = pool.check_id(stream_id) if stream_id >= 0 else pool.from_pool()
+                chosen = pool.from_pool() if stream_id is None else pool.check_id(stream_id)
                 fields["stream_id"].__set__(self, chosen)
                 fields["device_index"].__set__(self, 0)
                 fields["device_type"].__set__(self, 13)  # c10::DeviceType::MPS
@@ -180,7 +183,7 @@ class FakeStreamPool:
         override = getattr(self._local, "override", None)
         if override is not None:
             return override
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() or not self.per_thread:
             return 0
         if not hasattr(self._local, "worker"):
             with self._lock:
@@ -189,13 +192,8 @@ class FakeStreamPool:
                 self.workers_bound += 1
         return self._local.worker
 
-    def current_id_no_bind(self) -> int:
-        if getattr(self._local, "override", None) is not None or hasattr(self._local, "worker"):
-            return self.current_id()
-        return 0 if threading.current_thread() is threading.main_thread() else -1
-
     def wrap(self, stream_id: int) -> Any:
-        """A base-type object for any id (the automatic -1 too), like the C++ wrapStream."""
+        """A base-type object for an id, like the C++ wrapStream."""
         stream = object.__new__(self.base)
         self.base.__dict__["stream_id"].__set__(stream, stream_id)
         self.base.__dict__["device_index"].__set__(stream, 0)
@@ -217,9 +215,9 @@ class FakeStreamPool:
         def exchange_stream(stream: Any) -> Any:
             if not isinstance(stream, self.base):
                 raise RuntimeError(f"expected a torch.mps.Stream, got {type(stream).__name__}")
-            previous = self.current_id_no_bind()
+            previous = self.current_id()
             self.calls.append(("exchangeStream", stream.stream_id, previous))
-            self._local.override = None if stream.stream_id < 0 else stream.stream_id
+            self._local.override = self.check_id(stream.stream_id)
             return self.wrap(previous)
 
         def synchronize_stream(stream_id: int) -> None:
@@ -245,7 +243,13 @@ class FakeStreamPool:
             "_mps_queryStream": query_stream,
             "_mps_recordEventOnStream": record_on_stream,
             "_mps_waitForEventOnStream": wait_on_stream,
+            "_mps_setPerThreadStreams": self.set_per_thread,
+            "_mps_getPerThreadStreams": lambda: self.per_thread,
         }
+
+    def set_per_thread(self, enabled: bool) -> None:
+        self.calls.append(("setPerThreadStreams", enabled))
+        self.per_thread = enabled
 
     def event_bindings(self) -> dict[str, Any]:
         """torch.mps.Event's existing bindings (a CPU torch raises in them)."""
@@ -354,19 +358,37 @@ def test_stream_ids_and_repr(mps: ModuleType, pool: FakeStreamPool) -> None:
     assert mps.Stream(stream_id=5).stream_id == 5
     assert repr(mps.Stream(stream_id=7)) == "<torch.mps.Stream stream_id=7>"
     assert mps.Stream().stream_id != 0  # a worker stream from the pool
-    with pytest.raises(RuntimeError, match="invalid MPS stream id"):
-        mps.Stream(stream_id=32)
+    assert mps.Stream(stream_id=32).stream_id == 32
+    assert mps.Stream(device="mps", stream_id=3).stream_id == 3
+    assert mps.Stream(device=torch.device("mps")).stream_id in range(1, 33)
+    for bad in (33, -1, -7):
+        with pytest.raises(ValueError, match="invalid MPS stream id"):
+            mps.Stream(stream_id=bad)
+    with pytest.raises(ValueError, match="expected an mps device"):
+        mps.Stream(device="cpu")
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        mps.Stream(stream=3)
+    assert {mps.Stream().stream_id for _ in range(32)} == set(range(1, 33))
 
 
 def test_current_stream_wraps_the_binding_result(mps: ModuleType, pool: FakeStreamPool) -> None:
     current = mps.current_stream()
     assert type(current) is mps.Stream
     assert current.stream_id == 0
-    worker_ids: list[int] = []
-    thread = threading.Thread(target=lambda: worker_ids.append(current_id(mps)))
-    thread.start()
-    thread.join()
-    assert worker_ids and worker_ids[0] != 0
+
+    def id_on_a_new_thread() -> int:
+        ids: list[int] = []
+        thread = threading.Thread(target=lambda: ids.append(current_id(mps)))
+        thread.start()
+        thread.join()
+        return ids[0]
+
+    assert id_on_a_new_thread() == 0  # threads share the default stream unless they opt in
+    assert mps.per_thread_streams() is False
+    mps.set_per_thread_streams(True)
+    assert mps.per_thread_streams() is True
+    assert id_on_a_new_thread() != 0
+    assert ("setPerThreadStreams", True) in pool.calls
 
 
 def test_set_stream_and_none_noop(mps: ModuleType, pool: FakeStreamPool) -> None:
@@ -431,27 +453,25 @@ def test_failed_enter_leaves_no_state(mps: ModuleType, pool: FakeStreamPool) -> 
     assert current_id(mps) == 0
 
 
-def test_stream_context_binds_no_stream_for_a_fresh_thread(
+def test_stream_context_on_a_fresh_thread_restores_its_real_stream(
     mps: ModuleType, pool: FakeStreamPool
 ) -> None:
-    # A thread that only selects a stream must not be given a worker stream of its own just
-    # so that the context can remember it: the exchange reports "automatic" and restores it.
+    # The context remembers the thread's real current stream (the default stream here), never
+    # a placeholder id, and puts it back on exit.
     seen: dict[str, Any] = {}
 
     def fresh_thread() -> None:
         with mps.stream(mps.Stream(stream_id=9)):
             seen["inside"] = pool.current_id()
-        seen["workers_after_exit"] = pool.workers_bound
-        seen["after"] = current_id(mps)  # binds its own stream now
+        seen["after"] = current_id(mps)
 
     thread = threading.Thread(target=fresh_thread)
     thread.start()
     thread.join(timeout=30)
-    assert seen["inside"] == 9
-    assert seen["workers_after_exit"] == 0
-    assert seen["after"] not in (0, 9)
+    assert seen == {"inside": 9, "after": 0}
+    assert pool.workers_bound == 0
     assert [c for c in pool.calls if c[0] == "exchangeStream"] == [
-        ("exchangeStream", 9, -1), ("exchangeStream", -1, 9)]
+        ("exchangeStream", 9, 0), ("exchangeStream", 0, 9)]
 
 
 def test_with_stream_object_enters_and_restores(mps: ModuleType) -> None:
@@ -633,8 +653,10 @@ def test_binding_type_is_a_torch_stream(cpp_bindings: ModuleType) -> None:
     stream = base(stream_id=5)
     assert (stream.stream_id, stream.device) == (5, torch.device("mps", 0))
     assert stream == torch.Stream(stream_id=5, device_index=0, device_type=stream.device_type)
-    with pytest.raises(RuntimeError, match="invalid MPS stream id 32"):
-        base(stream_id=32)
+    assert base(stream_id=32).stream_id == 32  # ids 1..32 are the pool's, as upstream
+    for bad in (33, -1):  # a negative id is an error, not a pool stream
+        with pytest.raises(RuntimeError, match=f"invalid MPS stream id {bad}"):
+            base(stream_id=bad)
 
 
 def test_real_stream_objects(real: ModuleType) -> None:
@@ -644,17 +666,26 @@ def test_real_stream_objects(real: ModuleType) -> None:
     assert real.current_stream() == default
     from_pool = [real.Stream().stream_id for _ in range(3)]
     assert 0 not in from_pool and len(set(from_pool)) == 3
-    with pytest.raises(RuntimeError, match="invalid MPS stream id 99"):
+    with pytest.raises(ValueError, match="invalid MPS stream id 99"):
         real.Stream(stream_id=99)
 
 
 def test_real_current_stream_per_thread(real: ModuleType) -> None:
-    seen: list[int] = []
-    thread = threading.Thread(target=lambda: seen.append(current_id(real)))
-    thread.start()
-    thread.join()
+    def id_on_a_new_thread() -> int:
+        seen: list[int] = []
+        thread = threading.Thread(target=lambda: seen.append(current_id(real)))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    assert id_on_a_new_thread() == 0
+    real.set_per_thread_streams(True)
+    try:
+        assert real.per_thread_streams() is True
+        assert id_on_a_new_thread() != 0
+    finally:
+        real.set_per_thread_streams(False)
     assert current_id(real) == 0
-    assert seen and seen[0] != 0
 
 
 def test_real_set_stream_and_context(real: ModuleType, cpp_bindings: ModuleType) -> None:
@@ -670,9 +701,11 @@ def test_real_set_stream_and_context(real: ModuleType, cpp_bindings: ModuleType)
     generic = torch.Stream(stream_id=9, device_index=0, device_type=mps_type)
     real.set_stream(generic)  # a torch.Stream on mps is accepted too
     assert current_id(real) == 9
-    automatic = torch.Stream(stream_id=-1, device_index=0, device_type=mps_type)
-    real.set_stream(automatic)  # the automatic stream: clears the override
-    assert harness_log(cpp_bindings)[-1] == "setCurrent none"
+    negative = torch.Stream(stream_id=-1, device_index=0, device_type=mps_type)
+    with pytest.raises(RuntimeError, match="invalid MPS stream id -1"):
+        real.set_stream(negative)
+    assert current_id(real) == 9
+    real.set_stream(real.default_stream())
     assert current_id(real) == 0
 
 
@@ -690,9 +723,9 @@ def test_real_stream_context_on_a_fresh_thread(real: ModuleType, cpp_bindings: M
     thread = threading.Thread(target=fresh_thread)
     thread.start()
     thread.join(timeout=30)
-    assert seen == {"inside": 6, "prev": -1, "workers": workers_before}
+    assert seen == {"inside": 6, "prev": 0, "workers": workers_before}
     assert [e for e in harness_log(cpp_bindings) if e.startswith(("exchange", "setCurrent"))] == [
-        "exchange 6 was -1", "setCurrent 6", "exchange -1 was 6", "setCurrent none"]
+        "exchange 6 was 0", "setCurrent 6", "exchange 0 was 6", "setCurrent 0"]
 
 
 def test_real_set_stream_rejects_other_objects(real: ModuleType) -> None:
@@ -725,9 +758,9 @@ def test_real_events_on_streams(real: ModuleType, cpp_bindings: ModuleType) -> N
                        f"record {event_id} on 0", f"wait {event_id} on 0"]
     assert re.fullmatch(r"record (\d+) on 12", log[4]) and log[5] == log[4].replace(
         "record", "wait").replace("on 12", "on 13")
-    automatic = torch.Stream(stream_id=-1, device_index=0, device_type=producer.device_type)
-    event.record(automatic)  # the automatic stream is the calling thread's current one
-    assert harness_log(cpp_bindings)[-1] == f"record {event_id} on 0"
+    negative = torch.Stream(stream_id=-1, device_index=0, device_type=producer.device_type)
+    with pytest.raises(RuntimeError, match="invalid MPS stream id -1"):
+        event.record(negative)
 
 
 def _blocking_call_releases_gil(cpp_bindings: ModuleType, call: Any) -> list[str]:

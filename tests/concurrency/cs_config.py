@@ -104,6 +104,7 @@ def profile_for(quick: bool) -> Profile:
 # parent lists the names here so that it never imports torch).
 STREAM_CHECK_NAMES: tuple[str, ...] = (
     "main_thread_default_stream",
+    "new_thread_default_stream",
     "per_thread_current_stream",
     "set_stream_and_scoping",
     "device_synchronize_all_streams",
@@ -154,3 +155,26 @@ class SuiteOptions:
     @property
     def timeout_s(self) -> float:
         return SCENARIO_TIMEOUT_S[self.profile.name]
+
+
+# Hand-off checks (cs_handoff.HANDOFF_CASES holds the code): a tensor made by one thread or
+# stream and read by another, against a golden run on one thread. The names avoid the words
+# other groups are selected by (-k control/streams/batch_queue/mlp) so selections stay exact.
+HANDOFF_CASE_NAMES: tuple[str, ...] = (
+    "executor_result_to_main",
+    "queue_input_from_async_op",
+    "dataloader_pin_memory",
+    "global_lock_program",
+    "autograd_backward_on_worker",
+    "per_thread_mode_to_main",
+    "explicit_stream_to_main",
+    "missing_wait_is_detected",
+)
+# Cases that need a device with streams (N/A on CPU); the first needs MPS's per-thread mode.
+HANDOFF_STREAM_CASES: tuple[str, ...] = (
+    "per_thread_mode_to_main",
+    "explicit_stream_to_main",
+    "missing_wait_is_detected",
+)
+# The unsafe hand-off control runs on MPS with the backend's tracking off (CUDA semantics).
+MPS_NO_TRACKING_ENV = {"PYTORCH_MPS_STREAM_TRACKING": "0"}

@@ -60,6 +60,7 @@ def run_scenario(
     timeout_s: float,
     allow_crash: bool = False,
     label: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> ScenarioResult:
     """Run `scenario` in a child interpreter and return what it reported.
 
@@ -67,6 +68,8 @@ def run_scenario(
     killed by a signal, times out, or exits without writing its result; with allow_crash the
     result is returned instead, carrying whatever sections the child finished before dying.
     `label` names the scenario in reports (e.g. "correctness[mlp]"); default: its name.
+    `env` adds variables to the child's environment (read by torch at import, e.g.
+    PYTORCH_MPS_STREAM_TRACKING).
     """
     label = label or scenario
     import time
@@ -92,7 +95,7 @@ def run_scenario(
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:

@@ -25,8 +25,15 @@ from cs_config import (
     CLIENTS,
     SELFTEST_ENV,
 )
+from cs_handoff import HANDOFF_CASES, HandoffOps
 from cs_report import Reporter, Section
-from cs_streams import STREAM_CHECKS, StreamBackend, missing_stream_api
+from cs_streams import (
+    STREAM_CHECKS,
+    StreamBackend,
+    missing_per_thread_api,
+    missing_stream_api,
+    mps_per_thread_mode,
+)
 from cs_workloads import build_workload, synchronize
 from torch import nn
 
@@ -66,6 +73,7 @@ def probe(params: dict[str, Any], rep: Reporter) -> None:
             mps_built=torch.backends.mps.is_built(),
             mps_available=torch.backends.mps.is_available(),
             mps_missing_stream_api=missing_stream_api("mps"),
+            mps_missing_per_thread_api=missing_per_thread_api(),
             torch_mps_batch_queue=installed_batch_queue() is not None,
         )
     device = params.get("device")
@@ -96,26 +104,39 @@ def device_usable_detail(device: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- correctness
 
 
-def _variants(device: str) -> dict[str, tuple[Callable[[], Any], Any]]:
-    """Execution variants: (mode entered around each call, per-thread scope factory)."""
-    variants: dict[str, tuple[Callable[[], Any], Any]] = {
-        "eval": (contextlib.nullcontext, None),
-        "inference_mode": (torch.inference_mode, None),
-    }
-    if device == "cuda":
-        # CUDA threads share the default stream unless they set one; cover both.
-        def own_stream(_: int) -> Any:
-            return torch.cuda.stream(torch.cuda.Stream())
+Variant = tuple[Callable[[], Any], Any, Callable[[], Any]]
 
-        variants["inference_mode+own_stream"] = (torch.inference_mode, own_stream)
+
+def _variants(device: str) -> dict[str, Variant]:
+    """Execution variants: (mode entered around each call, per-thread scope factory, scope
+    around the whole run)."""
+    plain = contextlib.nullcontext
+    variants: dict[str, Variant] = {
+        "eval": (plain, None, plain),
+        "inference_mode": (torch.inference_mode, None, plain),
+    }
+    # CUDA and MPS threads share the default stream unless they opt in; cover both.
+    if device == "cuda" or (device == "mps" and not missing_stream_api("mps")):
+        module: Any = torch.cuda if device == "cuda" else torch.mps
+
+        def own_stream(_: int) -> Any:
+            return module.stream(module.Stream())
+
+        variants["inference_mode+own_stream"] = (torch.inference_mode, own_stream, plain)
+    if device == "mps" and not missing_per_thread_api():
+        variants["inference_mode+per_thread_mode"] = (
+            torch.inference_mode,
+            None,
+            lambda: mps_per_thread_mode(device),
+        )
     return variants
 
 
 def correctness(params: dict[str, Any], rep: Reporter) -> None:
     device, profile = params["device"], params["profile"]
     workload = build_workload(params["workload"], device)
-    for variant, (mode, per_thread) in _variants(device).items():
-        with rep.section(variant) as sec:
+    for variant, (mode, per_thread, around) in _variants(device).items():
+        with rep.section(variant) as sec, around():
             goldens = golden_outputs(workload.call, workload.inputs, mode)
             synchronize(device)
             per_count = run_parallel_check(
@@ -268,7 +289,8 @@ def lifecycle_short_lived(params: dict[str, Any], rep: Reporter) -> None:
         finally:
             slots.release()
 
-    with rep.section("short_lived_threads") as sec:
+    # On MPS with per-thread mode every thread takes and gives back a worker stream.
+    with rep.section("short_lived_threads") as sec, mps_per_thread_mode(device):
         started = time.perf_counter()
         threads = []
         for tid in range(total):
@@ -329,7 +351,7 @@ def lifecycle_oversubscribed(params: dict[str, Any], rep: Reporter) -> None:
                 stream_ids.add(sid)
         yield
 
-    with rep.section("more_threads_than_streams") as sec:
+    with rep.section("more_threads_than_streams") as sec, mps_per_thread_mode(device):
         goldens = golden_outputs(workload.call, workload.inputs, torch.inference_mode)
         synchronize(device)
         per_count = run_parallel_check(
@@ -389,6 +411,17 @@ def streams(params: dict[str, Any], rep: Reporter) -> None:
     for name, check in STREAM_CHECKS.items():
         with rep.section(name) as sec:
             check(backend, sec)
+
+
+# --------------------------------------------------------------------------- hand-offs
+
+
+def handoff(params: dict[str, Any], rep: Reporter) -> None:
+    """The hand-off cases named in params["cases"] (cs_handoff.HANDOFF_CASES), one section each."""
+    ops = HandoffOps(params["device"])
+    for case in params["cases"]:
+        with rep.section(case) as sec:
+            HANDOFF_CASES[case](ops, sec, params)
 
 
 # --------------------------------------------------------------------------- BatchQueue
@@ -678,6 +711,7 @@ SCENARIOS: dict[str, Scenario] = {
     "lifecycle_oversubscribed": lifecycle_oversubscribed,
     "lifecycle_executor": lifecycle_executor,
     "streams": streams,
+    "handoff": handoff,
     "batch_queue": batch_queue,
     "throughput": throughput,
 }

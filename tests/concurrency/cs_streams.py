@@ -3,23 +3,32 @@
 The same checks run on CUDA (torch.cuda) and on MPS (torch.mps of our wheel); where the two
 backends promise different things the check says so and tests each honestly:
 
-* MPS (our wheel): every thread automatically gets its own current stream; the main thread
-  stays on the default stream (id 0).
-* CUDA: every thread starts on the default stream; a thread gets its own stream only when it
-  sets one (here: a pool stream from torch.cuda.Stream()). The current stream is thread-local.
+* Both: every thread starts on the default stream (id 0) and uses another stream only when it
+  opts in (`stream(s)`, `set_stream(s)`, a pool stream from `Stream()`). The current stream is
+  thread-local.
+* MPS (our wheel) also has a per-thread mode (`torch.mps.set_per_thread_streams(True)`, or
+  PYTORCH_MPS_PER_THREAD_STREAMS=1): each new non-main thread gets its own worker stream. The
+  per-thread check turns it on, and restores the previous mode, to test it. A torch.mps without
+  that mode (stock torch, upstream 2.15) makes that one check not applicable (a failure under
+  --require-patched; the parent decides, see test_streams.py).
+* Hand-offs between streams: our MPS backend orders them itself; on CUDA the program must
+  (wait_stream/events/record_stream). These checks always order explicitly, so they hold for
+  both; cs_handoff.py tests the unordered hand-offs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from cs_report import Section
 
 STREAM_API_NAMES = ("Stream", "current_stream", "default_stream", "set_stream", "stream")
-WORKER_THREADS = 16  # fewer than the 31 worker streams of an MPS pool and the 32 of CUDA's
+PER_THREAD_API_NAMES = ("set_per_thread_streams", "per_thread_streams")
+WORKER_THREADS = 16  # fewer than the 32 worker streams of an MPS or CUDA pool
 
 
 def missing_stream_api(device: str) -> list[str]:
@@ -29,14 +38,53 @@ def missing_stream_api(device: str) -> list[str]:
     return missing
 
 
+def missing_per_thread_api() -> list[str]:
+    """Names of our MPS per-thread stream mode that torch.mps lacks (empty: present)."""
+    return [name for name in PER_THREAD_API_NAMES if not hasattr(torch.mps, name)]
+
+
+def mps_per_thread_mode(device: str) -> contextlib.AbstractContextManager[Any]:
+    """MPS per-thread mode for a block where this torch has it, else nothing.
+
+    With opt-in streams, MPS threads share the default stream; the checks that exist to load
+    the stream pool (more threads than streams, thread-exit give-back, every workload on many
+    streams) turn the mode on so that they still do.
+    """
+    backend = StreamBackend(device)
+    if device == "mps" and backend.per_thread_mode_gap() is None:
+        return backend.per_thread_mode()
+    return contextlib.nullcontext()
+
+
 class StreamBackend:
     """torch.cuda or torch.mps behind one set of names."""
 
     def __init__(self, device: str) -> None:
         self.device = device
         self.module: Any = torch.cuda if device == "cuda" else torch.mps
-        self.automatic_thread_streams = device == "mps"
+        # Whose semantics apply (tests drive MPS's with CPU tensors and a model module).
+        self.kind = device
         self.heavy_size = 2048 if device == "cuda" else 1024
+
+    def per_thread_mode_gap(self) -> str | None:
+        """Why this backend has no per-thread stream mode, or None when it has one."""
+        if self.kind != "mps":
+            return f"torch.{self.kind} has no per-thread stream mode"
+        missing = [name for name in PER_THREAD_API_NAMES if not hasattr(self.module, name)]
+        return f"torch.mps lacks the per-thread stream mode {missing}" if missing else None
+
+    def per_thread_mode_enabled(self) -> bool:
+        return bool(self.module.per_thread_streams())
+
+    @contextlib.contextmanager
+    def per_thread_mode(self, enabled: bool = True) -> Iterator[None]:
+        """Per-thread mode on (or off) for the block; the previous mode afterwards."""
+        previous = self.per_thread_mode_enabled()
+        self.module.set_per_thread_streams(enabled)
+        try:
+            yield
+        finally:
+            self.module.set_per_thread_streams(previous)
 
     def current(self) -> Any:
         return self.module.current_stream()
@@ -108,8 +156,66 @@ def check_main_thread_default_stream(b: StreamBackend, sec: Section) -> None:
     sec.check(torch.equal(x.cpu(), torch.arange(8.0) * 2), "work on the default stream is wrong")
 
 
+def check_new_thread_default_stream(b: StreamBackend, sec: Section) -> None:
+    """A thread that sets no stream runs on the default stream (MPS and CUDA alike).
+
+    On MPS this is what keeps hand-offs between threads ordered for programs that never heard
+    of streams; a torch that gives every thread its own stream automatically fails here.
+    """
+    seen: dict[int, tuple[int, float]] = {}
+    all_alive = threading.Barrier(WORKER_THREADS, timeout=60)
+
+    def worker(tid: int) -> None:
+        y = torch.full((64, 64), float(tid), device=b.device) @ torch.eye(64, device=b.device)
+        all_alive.wait()  # every thread alive at once: a per-thread stream would show here
+        seen[tid] = (b.sid(b.current()), float(y.sum().cpu()))
+
+    # A user's PYTORCH_MPS_PER_THREAD_STREAMS=1 must not fail this check: it tests the default.
+    has_mode = b.kind == "mps" and b.per_thread_mode_gap() is None
+    if has_mode:
+        sec.figures["per_thread_mode_at_start"] = b.per_thread_mode_enabled()
+    with b.per_thread_mode(False) if has_mode else contextlib.nullcontext():
+        _collect(sec, _run_threads(WORKER_THREADS, worker))
+    ids = sorted({sid for sid, _ in seen.values()})
+    sec.figures.update(threads=WORKER_THREADS, stream_ids=ids)
+    sec.check(len(seen) == WORKER_THREADS, f"{len(seen)} of {WORKER_THREADS} threads reported")
+    sec.check(ids == [0], f"threads that set no stream run on streams {ids}, expected only 0")
+    wrong = [tid for tid, (_, total) in seen.items() if total != tid * 64 * 64]
+    sec.check(not wrong, f"threads {wrong} computed wrong results on the default stream")
+
+
 def check_per_thread_streams(b: StreamBackend, sec: Section) -> None:
-    """Every live thread has its own current stream; the main thread's is untouched."""
+    """Every live thread can have its own current stream; the main thread's is untouched.
+
+    CUDA: each thread sets a pool stream. MPS: per-thread mode gives each new thread a worker
+    stream by itself; the check turns the mode on and restores it.
+    """
+    if b.kind == "mps":
+        gap = b.per_thread_mode_gap()
+        if gap:
+            sec.mark_not_applicable(gap)
+            return
+        before = b.per_thread_mode_enabled()
+        with b.per_thread_mode():
+            sec.check(b.per_thread_mode_enabled(), "set_per_thread_streams(True) did not stick")
+            _distinct_thread_streams(b, sec, set_own=False)
+        sec.check(
+            b.per_thread_mode_enabled() == before,
+            f"the per-thread mode was not restored to {before}",
+        )
+        after: list[int] = []
+        _collect(sec, _run_threads(1, lambda _: after.append(b.sid(b.current()))))
+        sec.figures["new_thread_stream_after_restore"] = after
+        if not before:
+            sec.check(after == [0], f"after the mode was turned off a new thread got {after}")
+        sec.figures["semantics"] = "MPS per-thread mode: each new thread gets its own stream"
+    else:
+        _distinct_thread_streams(b, sec, set_own=True)
+        sec.figures["semantics"] = "explicit: each thread sets a pool stream"
+    sec.check(b.sid(b.current()) == 0, "the workers changed the main thread's current stream")
+
+
+def _distinct_thread_streams(b: StreamBackend, sec: Section, *, set_own: bool) -> None:
     ids: dict[int, int] = {}
     start_ids: dict[int, int] = {}
     all_alive = threading.Barrier(WORKER_THREADS, timeout=60)
@@ -117,8 +223,8 @@ def check_per_thread_streams(b: StreamBackend, sec: Section) -> None:
 
     def worker(tid: int) -> None:
         start = b.sid(b.current())
-        if not b.automatic_thread_streams:
-            b.set(b.new())  # CUDA: a thread has its own stream only once it sets one
+        if set_own:
+            b.set(b.new())
         x = torch.full((64, 64), float(tid), device=b.device)
         y = (x @ torch.eye(64, device=b.device)).sum()
         mine = b.sid(b.current())
@@ -130,20 +236,15 @@ def check_per_thread_streams(b: StreamBackend, sec: Section) -> None:
         with lock:
             ids[tid], start_ids[tid] = mine, start
 
-    errors = _run_threads(WORKER_THREADS, worker)
-    for error in errors:
-        sec.fail(error)
+    _collect(sec, _run_threads(WORKER_THREADS, worker))
     values = list(ids.values())
     sec.figures.update(threads=WORKER_THREADS, stream_ids=sorted(values))
+    sec.check(len(values) == WORKER_THREADS, f"{len(values)} of {WORKER_THREADS} threads reported")
     sec.check(len(set(values)) == len(values), f"threads share streams: ids {sorted(values)}")
     sec.check(0 not in values, "a worker thread runs on the default stream (id 0)")
-    if b.automatic_thread_streams:
-        sec.figures["semantics"] = "automatic: each thread gets its own stream"
-    else:
-        sec.figures["semantics"] = "explicit: each thread sets a pool stream"
+    if set_own:
         starts = set(start_ids.values())
         sec.check(starts <= {0}, f"new threads did not start on the default stream: {starts}")
-    sec.check(b.sid(b.current()) == 0, "the workers changed the main thread's current stream")
 
 
 def check_set_stream_and_scoping(b: StreamBackend, sec: Section) -> None:
@@ -207,7 +308,7 @@ def check_device_synchronize(b: StreamBackend, sec: Section) -> None:
     thread_done: list[bool] = []
 
     def worker(_: int) -> None:
-        stream = b.current() if b.automatic_thread_streams else b.new()
+        stream = b.new()
         with b.scope(stream):
             out = b.heavy(x)
         queued.wait()
@@ -272,15 +373,13 @@ def check_events_across_streams(b: StreamBackend, sec: Section) -> None:
     ready = threading.Event()
 
     def producer_thread() -> None:
-        if not b.automatic_thread_streams:
-            b.set(b.new())
+        b.set(b.new())
         handoff["y"] = b.heavy(x)
         handoff["event"] = b.current().record_event()
         ready.set()
 
     def consumer_thread() -> None:
-        if not b.automatic_thread_streams:
-            b.set(b.new())
+        b.set(b.new())
         if not ready.wait(timeout=60):
             raise TimeoutError("producer never recorded its event")
         b.current().wait_event(handoff["event"])
@@ -383,6 +482,7 @@ def check_torch_stream_route(b: StreamBackend, sec: Section) -> None:
 
 STREAM_CHECKS: dict[str, Callable[[StreamBackend, Section], None]] = {
     "main_thread_default_stream": check_main_thread_default_stream,
+    "new_thread_default_stream": check_new_thread_default_stream,
     "per_thread_current_stream": check_per_thread_streams,
     "set_stream_and_scoping": check_set_stream_and_scoping,
     "device_synchronize_all_streams": check_device_synchronize,

@@ -69,7 +69,12 @@ uint64_t token() {
   return t_token;
 }
 
+std::atomic<bool> g_fail_next_create{false};
+
 void* createStream(int id) {
+  if (g_fail_next_create.exchange(false)) {
+    throw StreamPoolError("planted: creating stream " + std::to_string(id) + " failed");
+  }
   if (g_created[id].fetch_add(1) != 0) {
     violation("stream " + std::to_string(id) + " created twice");
   }
@@ -447,6 +452,91 @@ void scenarioFork(Totals& totals) {
   checkQuiescent("fork parent");
 }
 
+// A binding whose stream cannot be created must not keep its slot: the error reaches the thread,
+// the slot is free again, and the next thread that binds it gets a working stream.
+void scenarioCreateFailure() {
+  pool().setPerThread(true);
+  g_fail_next_create.store(true);
+  std::string error;
+  std::thread([&] {
+    try {
+      pool().current();
+    } catch (const StreamPoolError& e) {
+      error = e.what();
+    }
+  }).join();
+  if (error.find("planted") == std::string::npos) {
+    violation("create failure: the error did not reach the binding thread (got '" + error + "')");
+  }
+  const auto stats = pool().stats();
+  for (int i = 1; i < kMPSStreamsPerPool; ++i) {
+    if (stats.slots[i].holders != 0) {
+      violation("create failure: slot " + std::to_string(i) + " still held after its stream failed to be created");
+    }
+  }
+  runThreads(1, [&](int) {
+    TestStream* mine = bindChecked(true, 1);
+    use(mine, true);
+    unregister(mine);
+  });
+  pool().setPerThread(false);
+  checkQuiescent("create failure");
+}
+
+// Streams are opt-in: outside per-thread mode no thread is given a worker stream and every
+// thread's current stream is the default stream. The mode is read once per thread: a thread
+// keeps the stream it resolved (worker or default) when the mode changes, so no op ever sees
+// its stream change under it; only threads that resolve later follow the new mode.
+void scenarioDefaultMode() {
+  if (pool().perThread()) {
+    violation("default mode: per-thread mode is on without PYTORCH_MPS_PER_THREAD_STREAMS=1");
+  }
+  const auto before = pool().stats();
+  runThreads(16, [&](int) {
+    if (pool().current() != pool().stream(0) || pool().currentId(true) != 0 || pool().currentId(false) != 0) {
+      violation("default mode: a thread's current stream is not the default stream");
+    }
+  });
+  if (binds(pool().stats()) != binds(before)) {
+    violation("default mode: a thread was given a worker stream without asking for one");
+  }
+  // 4 threads resolve in default mode, 4 in per-thread mode; then the mode flips and each
+  // thread checks that its stream did not change.
+  Barrier default_resolved(5), worker_resolved(5), flipped(9);
+  std::vector<std::thread> threads;
+  auto body = [&](bool worker, Barrier& resolved) {
+    TestStream* mine = worker ? bindChecked(true, 1) : static_cast<TestStream*>(pool().current());
+    if (!worker && mine != pool().stream(0)) {
+      violation("mode switch: a default-mode thread did not get the default stream");
+    }
+    resolved.wait();
+    flipped.wait();
+    if (pool().current() != mine) {
+      violation("mode switch: a thread's current stream changed when the mode changed");
+    }
+    if (worker) {
+      use(mine, true);
+      unregister(mine);
+    }
+  };
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back(body, false, std::ref(default_resolved));
+  }
+  default_resolved.wait();
+  pool().setPerThread(true);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back(body, true, std::ref(worker_resolved));
+  }
+  worker_resolved.wait();
+  pool().setPerThread(false);
+  flipped.wait();
+  for (auto& t : threads) {
+    t.join();
+  }
+  pool().setPerThread(true); // the remaining scenarios exercise per-thread mode
+  checkQuiescent("default mode");
+}
+
 void scenarioEnvParsing() {
   auto rejects = [](const char* name, const char* value) {
     setenv(name, value, 1);
@@ -460,6 +550,7 @@ void scenarioEnvParsing() {
     return ok;
   };
   if (!rejects("PYTORCH_MPS_STREAM_POOL_POLICY", "fifo") ||
+      !rejects("PYTORCH_MPS_PER_THREAD_STREAMS", "yes") ||
       !rejects("PYTORCH_MPS_STREAM_POOL_WAIT_MS", "-5") ||
       !rejects("PYTORCH_MPS_STREAM_POOL_WAIT_MS", "10s")) {
     violation("bad environment values are not rejected with a message naming the variable");
@@ -489,6 +580,8 @@ int runShare(int scale_percent) {
   if (pool().current() != pool().stream(0) || pool().currentId(false) != 0) {
     violation("main thread does not use the default stream");
   }
+  scenarioCreateFailure();
+  scenarioDefaultMode();
   scenarioOverrides(totals, 32, scaled(2000));
   scenarioExclusive(totals, scaled(2000)); // after overrides: streams freed by unpin get drained
   scenarioCycles(totals, 64, scaled(10000));
@@ -508,6 +601,7 @@ int runShare(int scale_percent) {
 // PYTORCH_MPS_STREAM_POOL_POLICY=wait: a bounded wait that ends in a clear error, a wait that
 // ends when a stream is given back, and 64 threads contending without deadlock.
 int runWait(int scale_percent) {
+  pool().setPerThread(true);
   const auto timeout = pool().options().wait_timeout;
   if (pool().options().policy != StreamPoolOverflowPolicy::kWait) {
     violation("wait mode: PYTORCH_MPS_STREAM_POOL_POLICY=wait was not applied");

@@ -29,6 +29,7 @@ struct Harness {
   int next_worker = 1; // also: 1 + the number of worker streams bound so far
   int next_from_pool = 0;
   bool query_result = true;
+  std::atomic<bool> per_thread{false}; // per-thread mode: threads other than main get a worker
   bool block_next_call = false; // the next blocking-capable call waits for release()
   bool released = false;
 
@@ -101,7 +102,7 @@ MPSStream* getCurrentMPSStream() {
   if (t_override) {
     return t_override;
   }
-  if (std::this_thread::get_id() == harness().main_thread) {
+  if (std::this_thread::get_id() == harness().main_thread || !harness().per_thread.load()) {
     return getDefaultMPSStream();
   }
   if (!t_worker) {
@@ -115,6 +116,15 @@ MPSStream* getCurrentMPSStream() {
 void setCurrentMPSStream(MPSStream* stream) {
   harness().record("setCurrent " + (stream ? idOf(stream->unwrap()) : std::string("none")));
   t_override = stream;
+}
+
+void setMPSPerThreadStreams(bool enabled) {
+  harness().record(std::string("perThread ") + (enabled ? "on" : "off"));
+  harness().per_thread.store(enabled);
+}
+
+bool getMPSPerThreadStreams() {
+  return harness().per_thread.load();
 }
 
 MPSStream* getStreamFromPool() {
@@ -143,19 +153,12 @@ struct FakeMPSGuard final : public c10::impl::DeviceGuardImplInterface {
   c10::Stream getStream(c10::Device) const override {
     return at::mps::getCurrentMPSStream()->unwrap();
   }
-  // Like the pool's guard: a thread with neither an override nor a stream of its own is
-  // reported as the automatic stream (id -1), without binding one; -1 clears the override.
+  // Like the pool's guard: the previous stream is the thread's real current stream.
   c10::Stream exchangeStream(c10::Stream stream) const override {
-    c10::StreamId previous = -1;
-    if (t_override) {
-      previous = t_override->unwrap().id();
-    } else if (t_worker) {
-      previous = t_worker->unwrap().id();
-    } else if (std::this_thread::get_id() == harness().main_thread) {
-      previous = 0;
-    }
+    at::mps::MPSStream* next = at::mps::getStreamByID(stream.id());
+    const c10::StreamId previous = at::mps::getCurrentMPSStream()->unwrap().id();
     harness().record("exchange " + idOf(stream) + " was " + std::to_string(previous));
-    at::mps::setCurrentMPSStream(stream.id() < 0 ? nullptr : at::mps::getStreamByID(stream.id()));
+    at::mps::setCurrentMPSStream(next);
     return c10::Stream(c10::Stream::UNSAFE, stream.device(), previous);
   }
   c10::DeviceIndex deviceCount() const noexcept override {

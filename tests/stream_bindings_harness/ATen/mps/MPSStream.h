@@ -29,12 +29,14 @@ class MPSStream {
   c10::Stream _stream;
 };
 
-constexpr int kMPSStreamsPerPool = 32;
+constexpr int kMPSStreamsPerPool = 33;
 
 MPSStream* getCurrentMPSStream();
 MPSStream* getDefaultMPSStream();
 void setCurrentMPSStream(MPSStream* stream);
 MPSStream* getStreamFromPool();
 MPSStream* getStreamByID(c10::StreamId id);
+void setMPSPerThreadStreams(bool enabled);
+bool getMPSPerThreadStreams();
 
 } // namespace at::mps
