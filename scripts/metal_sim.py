@@ -48,6 +48,8 @@ SHARED_THIRD_PARTY = PROJECT_ROOT.parent / "shared" / "third_party"
 MPS_DIR = Path("aten/src/ATen/mps")
 RUNTIME_FILES = ("MPSStream.mm", "MPSEvent.mm", "MPSAllocator.mm", "MPSGuardImpl.mm",
                  "MPSStreamPool.cpp")
+# Linked when the tree has them (the series' hand-off ordering).
+OPTIONAL_RUNTIME_FILES = ("MPSStreamOrdering.mm",)
 TOOLS = {"clang++-16": "clang-16", "clang-16": "clang-16", "cmake": "cmake", "ninja": "ninja-build"}
 APT_HINT = "apt-get install -y clang-16 cmake ninja-build (libstdc++-12-dev comes with clang-16)"
 TSAN_EXITCODE = 66
@@ -384,7 +386,8 @@ def build_harness(inputs: BuildInputs, work: Path, planted: PlantedBug | None,
         (SIM_DIR / "runtime_support.mm", [*tree_flags, *OBJCXX_FLAGS]),
         (SIM_DIR / "harness.mm", [*tree_flags, *OBJCXX_FLAGS]),
     ]
-    for name in RUNTIME_FILES:
+    optional = [n for n in OPTIONAL_RUNTIME_FILES if (inputs.tree / MPS_DIR / n).is_file()]
+    for name in (*RUNTIME_FILES, *optional):
         source = inputs.tree / MPS_DIR / name
         if planted is not None and planted.file == name and planted_source is not None:
             source = planted_source
@@ -468,11 +471,13 @@ class Outcome:
                 f"{self.tsan_reports} tsan reports{mismatches}")
 
 
+def tsan_options() -> str:
+    return (f"suppressions={SIM_DIR / 'tsan.supp'} halt_on_error=0 exitcode={TSAN_EXITCODE} "
+            "die_after_fork=0 second_deadlock_stack=1")
+
+
 def run_scenario(binary: Path, scenario: Scenario, scale: int, expect_tracking: bool) -> Outcome:
-    env = {**os.environ,
-           "TSAN_OPTIONS": (f"suppressions={SIM_DIR / 'tsan.supp'} halt_on_error=0 "
-                            f"exitcode={TSAN_EXITCODE} die_after_fork=0 second_deadlock_stack=1"),
-           "METALSIM_SCALE": str(scale)}
+    env = {**os.environ, "TSAN_OPTIONS": tsan_options(), "METALSIM_SCALE": str(scale)}
     for key in ("PYTORCH_MPS_STREAM_TRACKING", "PYTORCH_MPS_PER_THREAD_STREAMS",
                 "METALSIM_EXPECT_TRACKING"):
         env.pop(key, None)
@@ -541,6 +546,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="build with a known bug and run the scenario that must catch it")
     parser.add_argument("--scale", type=int, default=100,
                         help="percent of each scenario's iterations (default 100)")
+    parser.add_argument("--keep-binary", type=Path, default=None,
+                        help="also copy the harness executable here (to run or debug a scenario "
+                             "by hand: BINARY SCENARIO, with TSAN_OPTIONS as printed)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="parallel compiles and scenarios (default: all cores)")
     return parser.parse_args(argv)
@@ -580,6 +588,9 @@ def run(args: argparse.Namespace, tree: Path) -> int:
         started = time.monotonic()
         binary = build_harness(inputs, work, planted, planted_source, args.jobs)
         print(f"built the harness in {time.monotonic() - started:.0f} s", flush=True)
+        if args.keep_binary is not None:
+            shutil.copy2(binary, args.keep_binary)
+            print(f"harness copied to {args.keep_binary}; TSAN_OPTIONS='{tsan_options()}'")
         expect_tracking = bool(re.search(r"\bnoteBufferUse\b",
                                          (tree / MPS_DIR / "MPSStream.h").read_text()))
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:

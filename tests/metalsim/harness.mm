@@ -9,7 +9,7 @@
 //    current stream's queue, commandEncoder(), encode, synchronize(COMMIT_ADAPTIVE-like COMMIT);
 //  - Metal kernel op: dispatch_sync onto the queue, commandEncoder(), noteBufferUse() inside the
 //    block, setBuffer, dispatch (no commit).
-// noteBufferUse/setPerThreadStreams are weak: on a tree without them the harness still runs.
+// noteBufferUse/setMPSPerThreadStreams are weak: on a tree without them the harness still runs.
 
 #include "sim.h"
 
@@ -37,9 +37,11 @@
 #include <vector>
 
 namespace at::mps {
-// Added by the series' hand-off tracking; weak so that older trees (without them) still link.
+// Added by the series' opt-in streams and hand-off tracking; weak so that older trees (without
+// them) still link.
 __attribute__((weak)) void noteBufferUse(const void* buffer);
-__attribute__((weak)) void setPerThreadStreams(bool enabled);
+__attribute__((weak)) void noteBufferUseOnStream(const void* buffer, MPSStream* stream);
+__attribute__((weak)) void setMPSPerThreadStreams(bool enabled);
 } // namespace at::mps
 
 namespace c10::impl {
@@ -262,8 +264,8 @@ void scenarioQuery() {
 // off, ordered with an MPS event, CUDA-style), "explicit-default" (both threads set the default
 // stream), "no-wait" (tracking off, no event: must report).
 void scenarioHandoff(const std::string& mode) {
-  if (mode == "per-thread" && at::mps::setPerThreadStreams) {
-    at::mps::setPerThreadStreams(true);
+  if (mode == "per-thread" && at::mps::setMPSPerThreadStreams) {
+    at::mps::setMPSPerThreadStreams(true);
   }
   const uint64_t iterations = scaled(25);
   constexpr size_t kPairs = 6;

@@ -21,6 +21,8 @@
 extern "C" {
 void __tsan_acquire(void* addr);
 void __tsan_release(void* addr);
+void* _Block_copy(const void* block);
+void _Block_release(const void* block);
 }
 
 namespace {
@@ -115,17 +117,38 @@ DISPATCH_NOTHROW void dispatch_sync(dispatch_queue_t queue, DISPATCH_NOESCAPE di
   delete token;
 }
 
+// dispatch_async runs the work on a libdispatch thread: the block's memory (copied inside the
+// uninstrumented libdispatch) must not be read before the acquire, so the work travels in a
+// context of ours, handed over as a function argument (what compiler-rt does on Darwin).
+struct AsyncWork {
+  dispatch_queue_t queue;
+  dispatch_block_t block; // copied, or nullptr
+  void* context;
+  dispatch_function_t function;
+};
+
+void runAsyncWork(void* raw) {
+  __tsan_acquire(raw);
+  auto* work = static_cast<AsyncWork*>(raw);
+  __tsan_acquire(work->queue);
+  if (work->block != nullptr) {
+    work->block();
+    _Block_release(work->block);
+  } else {
+    work->function(work->context);
+  }
+  __tsan_release(work->queue);
+  delete work;
+}
+
+void submitAsync(AsyncWork* work) {
+  static auto real = realFunction<void (*)(dispatch_queue_t, void*, dispatch_function_t)>("dispatch_async_f");
+  __tsan_release(work);
+  real(work->queue, work, runAsyncWork);
+}
+
 DISPATCH_NOTHROW void dispatch_async(dispatch_queue_t queue, dispatch_block_t block) {
-  static auto real = realFunction<void (*)(dispatch_queue_t, dispatch_block_t)>("dispatch_async");
-  Token* token = new Token();
-  __tsan_release(token);
-  real(queue, ^{
-    __tsan_acquire(token);
-    __tsan_acquire(queue);
-    block();
-    __tsan_release(queue);
-    delete token;
-  });
+  submitAsync(new AsyncWork{queue, (dispatch_block_t)_Block_copy(block), nullptr, nullptr});
 }
 
 DISPATCH_NOTHROW void dispatch_sync_f(dispatch_queue_t queue, void* context, dispatch_function_t work) {
@@ -135,9 +158,7 @@ DISPATCH_NOTHROW void dispatch_sync_f(dispatch_queue_t queue, void* context, dis
 }
 
 DISPATCH_NOTHROW void dispatch_async_f(dispatch_queue_t queue, void* context, dispatch_function_t work) {
-  dispatch_async(queue, ^{
-    work(context);
-  });
+  submitAsync(new AsyncWork{queue, nullptr, context, work});
 }
 
 DISPATCH_NOTHROW intptr_t dispatch_semaphore_signal(dispatch_semaphore_t semaphore) {
