@@ -140,11 +140,13 @@ void encodeKernel(MPSStream* stream, id<MTLBuffer> out, id<MTLBuffer> in) {
   [encoder dispatchThreads:MTLSizeMake(kBytes, 1, 1) threadsPerThreadgroup:MTLSizeMake(64, 1, 1)];
 }
 
-// out = in + 1 bytewise (out += 1 without in), as a graph op: commits like MPSGraph does.
+// out = in + 1 bytewise (out += 1 without in), as a graph op: the stream first (ATen's ops call
+// getCurrentMPSStream() at their start), the buffers bound outside the queue (Placeholders),
+// then encode on the queue and commit like MPSGraph does.
 void graphOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
+  MPSStream* stream = current();
   noteUse(in);
   noteUse(out);
-  MPSStream* stream = current();
   dispatch_sync(stream->queue(), ^{
     @autoreleasepool {
       encodeKernel(stream, out, in);
@@ -166,8 +168,9 @@ void kernelOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
 }
 
 void fillOp(id<MTLBuffer> buffer, uint8_t value) {
+  MPSStream* stream = current();
   noteUse(buffer);
-  current()->fill(buffer, value, kBytes, 0, SyncType::NONE);
+  stream->fill(buffer, value, kBytes, 0, SyncType::NONE);
 }
 
 // After the caller's stream synchronized: every byte must equal `expected`.

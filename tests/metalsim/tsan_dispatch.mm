@@ -143,8 +143,9 @@ void runAsyncWork(void* raw) {
 
 void submitAsync(AsyncWork* work) {
   static auto real = realFunction<void (*)(dispatch_queue_t, void*, dispatch_function_t)>("dispatch_async_f");
+  dispatch_queue_t queue = work->queue; // read before the release: runAsyncWork frees `work`
   __tsan_release(work);
-  real(work->queue, work, runAsyncWork);
+  real(queue, work, runAsyncWork);
 }
 
 DISPATCH_NOTHROW void dispatch_async(dispatch_queue_t queue, dispatch_block_t block) {
