@@ -154,17 +154,20 @@ PLANTED_QUERY = """bool MPSStream::query() {
 @dataclass(frozen=True)
 class PlantedBug:
     scenario: str
-    file: str  # runtime file edited in a copy ("" for none)
+    anchor: str  # text that starts the code to break ("" for none)
+    files: tuple[str, ...]  # runtime files that may hold it; the first that does is edited
     description: str
 
 
 PLANTED_BUGS = {
-    "old-query": PlantedBug("query", "MPSStream.mm",
+    "old-query": PlantedBug("query", "bool MPSStream::query() {",
+                            ("MPSStream.mm", "MPSStreamOrdering.mm"),
                             "query() commits and checks a signal committed just now"),
-    "unlocked-cache": PlantedBug("allocator", "MPSAllocator.mm",
-                                 "MPSHeapAllocatorImpl::malloc searches the buffer cache "
-                                 "without the allocator's lock"),
-    "missing-wait": PlantedBug("handoff-no-wait", "",
+    "unlocked-cache": PlantedBug(
+        "allocator", "id<MTLBuffer> MPSHeapAllocatorImpl::malloc(size_t size, uint32_t usage) {",
+        ("MPSAllocator.mm",),
+        "MPSHeapAllocatorImpl::malloc searches the buffer cache without the allocator's lock"),
+    "missing-wait": PlantedBug("handoff-no-wait", "", (),
                                "hand-off across streams with tracking off and no event"),
 }
 
@@ -379,8 +382,8 @@ def compile_cached(inputs: BuildInputs, source: Path, flags: list[str], out_dir:
     return slot / "out.o"
 
 
-def build_harness(inputs: BuildInputs, work: Path, planted: PlantedBug | None,
-                  planted_source: Path | None, jobs: int) -> Path:
+def build_harness(inputs: BuildInputs, work: Path, planted: tuple[str, Path] | None,
+                  jobs: int) -> Path:
     tree_flags = [*COMMON_FLAGS, *include_flags(inputs, with_tree=True)]
     units: list[tuple[Path, list[str]]] = [
         (SIM_DIR / "fake_metal.mm",
@@ -393,8 +396,8 @@ def build_harness(inputs: BuildInputs, work: Path, planted: PlantedBug | None,
     optional = [n for n in OPTIONAL_RUNTIME_FILES if (inputs.tree / MPS_DIR / n).is_file()]
     for name in (*RUNTIME_FILES, *optional):
         source = inputs.tree / MPS_DIR / name
-        if planted is not None and planted.file == name and planted_source is not None:
-            source = planted_source
+        if planted is not None and planted[0] == name:
+            source = planted[1]
         mode = OBJCXX_FLAGS if name.endswith(".mm") else []
         units.append((source, [*tree_flags, *mode]))
     missing = [str(s) for s, _ in units if not s.is_file()]
@@ -414,30 +417,35 @@ def build_harness(inputs: BuildInputs, work: Path, planted: PlantedBug | None,
     return binary
 
 
-def plant_bug(tree: Path, bug: PlantedBug, name: str) -> Path | None:
-    """A copy of the runtime file with the bug planted (never the tree itself)."""
-    if not bug.file:
+def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None:
+    """(runtime file name, a copy of it with the bug planted); the tree is never touched."""
+    if not bug.anchor:
         return None
-    text = (tree / MPS_DIR / bug.file).read_text()
+    holder = next((f for f in bug.files
+                   if bug.anchor in _read_if_exists(tree / MPS_DIR / f)), None)
+    if holder is None:
+        raise SimError(f"cannot plant {name}: `{bug.anchor}` is in none of "
+                       f"{', '.join(bug.files)}; update PLANTED_BUGS in scripts/metal_sim.py")
+    text = (tree / MPS_DIR / holder).read_text()
+    start = text.index(bug.anchor)
     if name == "old-query":
-        start = text.find("bool MPSStream::query() {")
         end = text.find("\n}\n", start)
-        if start < 0 or end < 0:
-            raise SimError(f"cannot plant {name}: no MPSStream::query() in {bug.file}")
         text = text[:start] + PLANTED_QUERY + text[end + 2:]
     elif name == "unlocked-cache":
-        anchor = "id<MTLBuffer> MPSHeapAllocatorImpl::malloc(size_t size, uint32_t usage) {"
         lock = "  std::lock_guard<std::recursive_mutex> lock(m_mutex);\n"
-        start = text.find(anchor)
         cut = text.find(lock, start)
-        if start < 0 or cut < 0:
-            raise SimError(f"cannot plant {name}: the locked malloc() of "
-                           f"{bug.file} changed; update plant_bug() in scripts/metal_sim.py")
+        if cut < 0 or cut > text.find("\n}\n", start):
+            raise SimError(f"cannot plant {name}: malloc() of {holder} takes no lock_guard; "
+                           "update plant_bug() in scripts/metal_sim.py")
         text = text[:cut] + text[cut + len(lock):]
-    copy = CACHE_DIR / "planted" / name / bug.file  # a stable path keeps its object cached
+    copy = CACHE_DIR / "planted" / name / holder  # a stable path keeps its object cached
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(text)
-    return copy
+    return holder, copy
+
+
+def _read_if_exists(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,9 +597,9 @@ def run(args: argparse.Namespace, tree: Path) -> int:
     planted = PLANTED_BUGS[args.plant_bug] if args.plant_bug else None
     with tempfile.TemporaryDirectory(prefix="metalsim-") as scratch:
         work = Path(scratch)
-        planted_source = plant_bug(tree, planted, args.plant_bug) if planted else None
+        planted_copy = plant_bug(tree, planted, args.plant_bug) if planted else None
         started = time.monotonic()
-        binary = build_harness(inputs, work, planted, planted_source, args.jobs)
+        binary = build_harness(inputs, work, planted_copy, args.jobs)
         print(f"built the harness in {time.monotonic() - started:.0f} s", flush=True)
         if args.keep_binary is not None:
             shutil.copy2(binary, args.keep_binary)
