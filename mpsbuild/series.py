@@ -29,7 +29,7 @@ from mpsbuild.patchfile import (
     touched_paths,
     without_files,
 )
-from mpsbuild.reference import partial_blob, partial_files, reference_partial
+from mpsbuild.reference import partial_blob, partial_files_at_hand, reference_partial
 from mpsbuild.source import SourceTree, stand_in_blob, verify_base
 from mpsbuild.state import WorkdirState
 
@@ -142,15 +142,22 @@ class PartialSkips:
         return [f"--exclude={p}" for p in sorted(self.paths)]
 
 
-def _partial_skips(repo: Path, base: str, patches: list[Path], partial_root: Path) -> PartialSkips:
+def _partial_skips(repo: Path, base: str, patches: list[Path],
+                   partial_root: Path | None) -> PartialSkips:
+    """Files the series changes that the base lacks and ``partial/`` knows in part.
+
+    The reference files are looked up only when the base lacks such a file, so a real
+    PyTorch clone never needs them.
+    """
     skips = PartialSkips()
     for patch in patches:
         for diff in touched_paths(patch):
-            if diff.is_new or not partial_path(partial_root, diff.path).exists():
+            if diff.is_new or diff.path in skips.paths:
                 continue
-            exists = _git(repo, "cat-file", "-e", f"{base}:{diff.path}",
-                          check=False).returncode == 0
-            if not exists:
+            if _git(repo, "cat-file", "-e", f"{base}:{diff.path}", check=False).returncode == 0:
+                continue
+            partial_root = partial_root or reference_partial()
+            if partial_path(partial_root, diff.path).exists():
                 skips.paths.add(diff.path)
     return skips
 
@@ -170,7 +177,7 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
     stage(f"apply: {series}")
     repo = tree.path
     patches = read_series(series)
-    skips = _partial_skips(repo, tree.base_commit, patches, partial_root or reference_partial())
+    skips = _partial_skips(repo, tree.base_commit, patches, partial_root)
     verify_base(tree.path, tree.base_commit, series.parent / "BASE", frozenset(skips.paths))
     _refuse_am_in_progress(repo)
 
@@ -380,7 +387,7 @@ def _base_entries(repo: Path, base: str) -> dict[str, str]:
         if blob.returncode != 0:
             continue  # a file the series adds
         entries[path] = blob.stdout.strip()
-        partial = partial_files().get(path)
+        partial = partial_files_at_hand().get(path)
         if partial and entries[path] == stand_in_blob(path):
             entries[path] = partial_blob(partial)  # the real file's blob, not the stand-in's
     return entries
@@ -509,7 +516,7 @@ def status(tree: SourceTree, series: Path = DEFAULT_SERIES) -> SeriesStatus:
     patches = read_series(series)
     commits = _branch_commits(repo, tree.base_commit)
     ids = {_commit_patch_id(repo, c): c for c in commits}
-    skips = _partial_skips(repo, tree.base_commit, patches, reference_partial())
+    skips = _partial_skips(repo, tree.base_commit, patches, None)
     wanted = dict(zip([p.name for p in patches], _wanted_patch_ids(repo, patches, skips),
                       strict=True))
     applied = [name for name, pid in wanted.items() if pid in ids]
@@ -540,7 +547,7 @@ def require_applied(tree: SourceTree, series: Path = DEFAULT_SERIES) -> None:
     """The wheel must be built from exactly the series it is named after."""
     repo = tree.path
     patches = read_series(series)
-    skips = _partial_skips(repo, tree.base_commit, patches, reference_partial())
+    skips = _partial_skips(repo, tree.base_commit, patches, None)
     wanted = _wanted_patch_ids(repo, patches, skips)
     existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
     on_branch = _current_head(repo) == PATCHED_BRANCH

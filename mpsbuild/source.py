@@ -20,7 +20,7 @@ import git
 from mpsbuild.console import Runner, say, stage
 from mpsbuild.errors import BuildError
 from mpsbuild.options import V2_9_1_COMMIT, SourceSpec, Workdir
-from mpsbuild.reference import partial_files, stand_in_text
+from mpsbuild.reference import PARTIAL_ENV, partial_files_at_hand, stand_in_text
 from mpsbuild.state import WorkdirState
 
 GIT_PROGRESS = re.compile(r"(\d+)% \((\d+)/(\d+)\)")
@@ -148,7 +148,7 @@ def read_base_file(base_file: Path) -> dict[str, str]:
 
 def stand_in_blob(file_path: str) -> str | None:
     """The blob of our stand-in for a file known in part (None if it is held whole)."""
-    partial = partial_files().get(file_path)
+    partial = partial_files_at_hand().get(file_path)
     if partial is None:
         return None
     return subprocess.run(["git", "hash-object", "--stdin"], input=stand_in_text(partial),
@@ -173,6 +173,15 @@ def verify_base(path: Path, base_commit: str, base_file: Path,
             actual = "missing"
         if actual.startswith(expected) or actual == stand_in_blob(file_path):
             continue
+        if actual == "missing":
+            raise BuildError(
+                f"{file_path} is missing from the base tree at {base_commit[:12]}; the series "
+                "changes it.",
+                "point --repo/--ref at PyTorch v2.9.1. If --repo is a repository of the "
+                "reference files, this file is one they hold only in part: its known lines "
+                f"must be in the partial reference files (${PARTIAL_ENV}, or "
+                "../shared/pytorch-v2.9.1/partial), or make the repository with "
+                "`make_reference_repo.py --stand-ins`.")
         raise BuildError(
             f"the base tree differs from the one the series was written against: "
             f"{file_path} is {actual} at {base_commit[:12]}, BASE expects {expected}.",
