@@ -187,7 +187,7 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
         if not _dirty_files(repo) and _current_head(repo) != PATCHED_BRANCH:
             _git(repo, "checkout", "-q", PATCHED_BRANCH)
         say(f"already applied: {PATCHED_BRANCH} holds all {len(patches)} patches; nothing to do")
-        _remember_series(state_file, series)
+        _remember_series(state_file, series, sorted(skips.paths))
         return ApplyResult([], True, sorted(skips.paths))
     todo = _patches_still_to_apply(repo, patches, wanted, existing, force)
 
@@ -209,9 +209,10 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
         raise
     if skips.paths:
         say("left out (file not in this tree; known in part, proven by --check): "
-            + ", ".join(sorted(skips.paths)))
+            + ", ".join(sorted(skips.paths)) + ". --export from this clone is refused, as it "
+            "would write the patches without these hunks.")
     say(f"{PATCHED_BRANCH}: {len(patches)} patches over {tree.base_commit[:12]}")
-    _remember_series(state_file, series)
+    _remember_series(state_file, series, sorted(skips.paths))
     return ApplyResult([p.name for p in todo], False, sorted(skips.paths))
 
 
@@ -221,11 +222,14 @@ def _wanted_patch_ids(repo: Path, patches: list[Path], skips: PartialSkips) -> l
             for p in patches]
 
 
-def _remember_series(state_file: Path | None, series: Path) -> None:
+def _remember_series(state_file: Path | None, series: Path,
+                     left_out: list[str] | None = None) -> None:
     if state_file is None:
         return
     state = WorkdirState.load(state_file)
     state.series_digest = series_digest(series)
+    if left_out is not None:
+        state.left_out = left_out
     state.save(state_file)
 
 
@@ -334,6 +338,7 @@ def export(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fal
     if not _branch_exists(repo):
         raise BuildError(f"{repo} has no branch {PATCHED_BRANCH} to export.",
                          "run --apply first, then commit your changes on that branch.")
+    _refuse_dropping_hunks(tree, series, state_file)
     _refuse_overwriting_edited_series(series, state_file, force)
     with tempfile.TemporaryDirectory() as scratch:
         fresh = _format_patches(repo, tree.base_commit, Path(scratch))
@@ -342,6 +347,40 @@ def export(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fal
     say(f"exported {len(fresh)} patches: {len(result.written)} written, "
         f"{len(result.unchanged)} unchanged, {len(result.removed)} removed")
     return result
+
+
+def _refuse_dropping_hunks(tree: SourceTree, series: Path, state_file: Path | None) -> None:
+    """Refuse to export from a clone that lacks files the series changes.
+
+    Such a clone got the series without those hunks (``--apply`` left them out), so its
+    commits cannot reproduce them: exporting would empty patches and drop BASE entries.
+    ``--force`` does not override this; it would destroy the maintainer's series.
+    """
+    lacking: dict[str, list[str]] = {}
+    if series.exists():
+        created: set[str] = set()
+        for patch in read_series(series):
+            for diff in touched_paths(patch):
+                if diff.is_new:
+                    created.add(diff.path)
+                elif diff.path not in created and _git(
+                        tree.path, "cat-file", "-e", f"{tree.base_commit}:{diff.path}",
+                        check=False).returncode != 0:
+                    lacking.setdefault(diff.path, []).append(patch.name)
+    recorded = WorkdirState.load(state_file).left_out if state_file else []
+    for path in recorded:
+        lacking.setdefault(path, [])
+    if lacking:
+        listed = "; ".join(f"{path}" + (f" (changed by {', '.join(names)})" if names else
+                                        " (left out when the series was applied)")
+                           for path, names in sorted(lacking.items()))
+        raise BuildError(
+            f"--export would write patches without their hunks on files this clone lacks: "
+            f"{listed}. Nothing was written.",
+            "export from a clone that holds these files: a PyTorch v2.9.1 clone, or a "
+            "repository of the reference files made with `python "
+            "scripts/make_reference_repo.py DEST --stand-ins` (then --apply --repo DEST "
+            "--workdir NEW, commit your work there, --export).")
 
 
 def _refuse_overwriting_edited_series(series: Path, state_file: Path | None, force: bool) -> None:

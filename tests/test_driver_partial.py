@@ -128,3 +128,31 @@ def test_stand_in_repo_round_trip(tmp_path, reference_repo, partial_root, monkey
     applied = check(out, stand_in_repo, tmp_path / "w3", partial_root, stage="--apply")
     assert applied.returncode == 0, applied.stderr
     assert "line_4();  // edited" in (tmp_path / "w3" / "pytorch" / FAKE).read_text()
+
+
+def test_export_from_a_clone_that_left_files_out_refuses_and_keeps_the_series(
+        tmp_path, reference_repo, partial_root):
+    """Issue 13 item 3: --apply left the partly known file out; --export must not then empty
+    the maintainer's patch and drop its BASE entry."""
+    series = series_editing_fake(tmp_path, line_number=4)
+    (series.parent / "BASE").write_text(f"{FAKE}\t1234abcd\n")
+    before = {p.name: p.read_bytes() for p in series.parent.iterdir()}
+    workdir = tmp_path / "w"
+    applied = check(series, reference_repo, workdir, partial_root, stage="--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "--export from this clone is refused" in applied.stdout + applied.stderr
+
+    for extra in ((), ("--force",)):
+        exported = run_build("--export", "--workdir", workdir, "--series", series, *extra,
+                             env={"TORCH_REFERENCE_PARTIAL": str(partial_root)})
+        assert exported.returncode == 1, exported.stdout + exported.stderr
+        assert f"{FAKE} (changed by 0001-Change-Fake.mm.patch)" in exported.stderr
+        assert "--stand-ins" in exported.stderr
+        assert {p.name: p.read_bytes() for p in series.parent.iterdir()} == before
+
+    # Exporting to a new folder is refused too: the branch itself lacks the hunks.
+    elsewhere = run_build("--export", "--workdir", workdir, "--series",
+                          tmp_path / "new" / "series")
+    assert elsewhere.returncode == 1
+    assert f"{FAKE} (left out when the series was applied)" in elsewhere.stderr
+    assert not (tmp_path / "new").exists()
