@@ -184,9 +184,9 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
     wanted = _wanted_patch_ids(repo, patches, skips)
     existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
     if existing == wanted and _branch_exists(repo):
-        if not _dirty_files(repo) and _current_head(repo) != PATCHED_BRANCH:
-            _git(repo, "checkout", "-q", PATCHED_BRANCH)
-        say(f"already applied: {PATCHED_BRANCH} holds all {len(patches)} patches; nothing to do")
+        _check_out_applied_branch(repo, force)
+        say(f"already applied: {PATCHED_BRANCH} holds all {len(patches)} patches and is checked "
+            "out; nothing to do")
         _remember_series(state_file, series, sorted(skips.paths))
         return ApplyResult([], True, sorted(skips.paths))
     todo = _patches_still_to_apply(repo, patches, wanted, existing, force)
@@ -220,6 +220,35 @@ def _wanted_patch_ids(repo: Path, patches: list[Path], skips: PartialSkips) -> l
     """Patch ids of the series as this tree receives it (diffs of left-out files removed)."""
     return [_patch_id(without_files(p.read_text(errors="surrogateescape"), skips.paths), repo)
             for p in patches]
+
+
+def _check_out_applied_branch(repo: Path, force: bool) -> None:
+    """Make HEAD the tip of the applied branch, or refuse: "applied" must describe HEAD.
+
+    Uncommitted edits are refused in every state (or stashed with ``force``): a tree that
+    differs from the series is never reported as applied.
+    """
+    head = _current_head(repo)
+    dirty = _dirty_files(repo)
+    if dirty and not force:
+        listed = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+        where = ("on top of the applied series" if head == PATCHED_BRANCH else
+                 f"with {head} checked out instead of {PATCHED_BRANCH}")
+        raise BuildError(
+            f"{repo} has uncommitted edits ({listed}) {where}; --apply reports a tree as "
+            "applied only when it is exactly the series.",
+            f"commit them on {PATCHED_BRANCH} and run --export, or `git -C {repo} stash` them "
+            "(or pass --force, which stashes them; nothing is discarded), then run --apply "
+            "again.")
+    _stash_if_forced(repo, dirty, force)
+    if head != PATCHED_BRANCH:
+        _git(repo, "checkout", "-q", PATCHED_BRANCH)
+        say(f"switched {repo} from {head} to {PATCHED_BRANCH}")
+    tip = _git(repo, "rev-parse", f"refs/heads/{PATCHED_BRANCH}").stdout.strip()
+    if _git(repo, "rev-parse", "HEAD").stdout.strip() != tip or _dirty_files(repo):
+        raise BuildError(f"{repo} could not be switched to {PATCHED_BRANCH} cleanly.",
+                         f"run `git -C {repo} status` and `git -C {repo} checkout "
+                         f"{PATCHED_BRANCH}` to see why, then run --apply again.")
 
 
 def _remember_series(state_file: Path | None, series: Path,

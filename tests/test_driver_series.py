@@ -202,3 +202,57 @@ def test_status_lists_applied_and_missing(make_series, reference_repo, tmp_path)
     assert apply(series, reference_repo, workdir).returncode == 0
     after = run_build("--status", "--workdir", workdir, "--series", series)
     assert "applied:  2" in after.stderr and "missing:  none" in after.stderr
+
+
+def test_apply_switches_a_clean_checkout_of_the_base_back_to_the_branch(make_series,
+                                                                       reference_repo, tmp_path):
+    series = two_patch_series(make_series)
+    workdir = tmp_path / "w"
+    assert apply(series, reference_repo, workdir).returncode == 0
+    clone = workdir / "pytorch"
+    git(clone, "checkout", "-q", "v2.9.1")
+    again = apply(series, reference_repo, workdir)
+    assert again.returncode == 0, again.stderr
+    assert "switched" in again.stdout + again.stderr
+    assert git(clone, "symbolic-ref", "--short", "HEAD") == "mps-patched"
+    assert "getStreamFromPool" in (clone / STREAM_H).read_text()
+
+
+def test_apply_refuses_an_edited_checkout_of_the_base(make_series, reference_repo, tmp_path):
+    """Issue 13 item 4: it said "already applied" and left the unpatched base checked out."""
+    series = two_patch_series(make_series)
+    workdir = tmp_path / "w"
+    assert apply(series, reference_repo, workdir).returncode == 0
+    clone = workdir / "pytorch"
+    git(clone, "checkout", "-q", "v2.9.1")
+    edited = clone / GUARD_H
+    edited.write_text(edited.read_text() + "// my local edit\n")
+    refused = apply(series, reference_repo, workdir)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "already applied" not in refused.stdout + refused.stderr
+    assert "uncommitted edits" in refused.stderr and GUARD_H in refused.stderr
+    assert "instead of mps-patched" in refused.stderr and "stash" in refused.stderr
+    assert edited.read_text().endswith("// my local edit\n")
+    assert git(clone, "rev-parse", "HEAD") == git(clone, "rev-parse", "v2.9.1")
+
+
+def test_apply_refuses_uncommitted_edits_on_an_applied_tree_too(make_series, reference_repo,
+                                                               tmp_path):
+    """Issue 13 item 5: the README's promise holds in every state; --force stashes."""
+    series = two_patch_series(make_series)
+    workdir = tmp_path / "w"
+    assert apply(series, reference_repo, workdir).returncode == 0
+    clone = workdir / "pytorch"
+    edited = clone / GUARD_H
+    edited.write_text(edited.read_text() + "// my local edit\n")
+    refused = apply(series, reference_repo, workdir)
+    assert refused.returncode == 1
+    assert "uncommitted edits" in refused.stderr and "on top of the applied series" in \
+        refused.stderr
+    assert edited.read_text().endswith("// my local edit\n")
+
+    forced = apply(series, reference_repo, workdir, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "already applied" in forced.stdout + forced.stderr
+    assert "// my local edit" in git(clone, "stash", "show", "-p", "stash@{0}")
+    assert git(clone, "status", "--porcelain", "--untracked-files=no") == ""
