@@ -26,6 +26,19 @@ from mpsbuild.state import WorkdirState
 GIT_PROGRESS = re.compile(r"(\d+)% \((\d+)/(\d+)\)")
 
 
+OFFLINE_RECIPE = ("python scripts/make_reference_repo.py /tmp/ref && python build.py --check "
+                  "--repo /tmp/ref --workdir /tmp/w --no-submodules")
+
+
+def network_fix(url: str, also: str = "") -> str:
+    """The advice for a clone or submodule fetch that failed, most often for want of network."""
+    return (f"if git could not reach {url} (no network, a proxy, a firewall), pass --repo with "
+            "a mirror or a local clone of PyTorch (`--repo /path/to/pytorch`; its content is "
+            "verified against patches/v2.9.1/BASE); to check the series with no network at "
+            f"all, use the offline recipe: `{OFFLINE_RECIPE}`. {also}Otherwise read the log "
+            "above, fix the cause and run the same command again.")
+
+
 @dataclass(frozen=True)
 class SourceTree:
     path: Path
@@ -60,7 +73,9 @@ def fetch(spec: SourceSpec, workdir: Workdir, runner: Runner, *, force: bool = F
     if spec.submodules:
         runner.run(["git", "-C", workdir.source, "submodule", "update", "--init", "--recursive",
                     "--depth", "1", "--jobs", str(jobs), "--progress"],
-                   log_name="submodules", progress=git_progress, description="submodules")
+                   log_name="submodules", progress=git_progress, description="submodules",
+                   fix=network_fix("the submodules' URLs", "--no-submodules skips them "
+                                   "(enough for --apply and --check, not for --wheel). "))
     if runner.dry_run:
         return SourceTree(workdir.source, V2_9_1_COMMIT if spec.is_default_repo else "<ref>")
     base = resolve_base(workdir.source, spec)
@@ -105,7 +120,8 @@ def _clone(spec: SourceSpec, workdir: Workdir, runner: Runner, jobs: int) -> Non
     workdir.root.mkdir(parents=True, exist_ok=True)
     runner.run(["git", "clone", "--progress", "--depth", "1", "--branch", spec.ref,
                 "--no-tags", clone_url(spec.repo), partial],
-               log_name="clone", progress=git_progress, description="clone")
+               log_name="clone", progress=git_progress, description="clone",
+               fix=network_fix(spec.repo))
     if runner.dry_run:
         runner.show(["mv", partial, workdir.source])
         return
