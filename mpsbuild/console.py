@@ -17,8 +17,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from mpsbuild.errors import BuildError
 
-# soft_wrap: commands stay on one line, so they can be copied from the terminal.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Reports (status, check, what was applied, the commands run) go to stdout, so they can be
+# piped (`build.py --status | grep`); errors go to stderr. soft_wrap: commands stay on one
+# line, so they can be copied from the terminal.
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 TAIL_LINES = 50
 
 # Lines like "[1234/5678] Building CXX object ..." from ninja: the build bar's fuel.

@@ -24,8 +24,6 @@ from mpsbuild.reference import PARTIAL_ENV, partial_files_at_hand, stand_in_text
 from mpsbuild.state import WorkdirState
 
 GIT_PROGRESS = re.compile(r"(\d+)% \((\d+)/(\d+)\)")
-
-
 OFFLINE_RECIPE = ("python scripts/make_reference_repo.py /tmp/ref && python build.py --check "
                   "--repo /tmp/ref --workdir /tmp/w --no-submodules")
 
@@ -117,7 +115,8 @@ def _clone(spec: SourceSpec, workdir: Workdir, runner: Runner, jobs: int) -> Non
         # Left by an interrupted run of ours: it lives in our workdir and never held user edits.
         say(f"found an interrupted clone in {partial}; cloning again")
         shutil.rmtree(partial)
-    workdir.root.mkdir(parents=True, exist_ok=True)
+    if not runner.dry_run:  # a dry run writes nothing
+        workdir.root.mkdir(parents=True, exist_ok=True)
     runner.run(["git", "clone", "--progress", "--depth", "1", "--branch", spec.ref,
                 "--no-tags", clone_url(spec.repo), partial],
                log_name="clone", progress=git_progress, description="clone",

@@ -125,7 +125,7 @@ def test_offline_recipe_in_a_fresh_clone_downloads_and_verifies(tmp_path):
         checked = run(clone, "build.py", "--check", "--repo", tmp_path / "ref", "--workdir",
                       tmp_path / "w", "--no-submodules", env=env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "0 hunks on partly known files touch unknown lines" in checked.stdout + checked.stderr
+    assert "0 hunks on partly known files touch unknown lines" in checked.stdout
     cached = list((clone / ".cache" / "reference").glob("pytorch-v2.9.1-*/tree"))
     assert len(cached) == 1
     assert (cached[0] / "aten/src/ATen/mps/MPSStream.mm").read_bytes() == \
@@ -319,7 +319,7 @@ def test_check_proves_hunks_against_an_overlay_partial_file(tmp_path, reference_
     assert check(4).returncode == 0
     refused = check(14)
     assert refused.returncode == 1
-    assert "line 11 is not known" in refused.stdout + refused.stderr
+    assert "line 11 is not known" in refused.stdout
 
 
 def test_download_includes_and_verifies_overlay_files(external, tmp_path, monkeypatch):
