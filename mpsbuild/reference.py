@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mpsbuild.errors import BuildError
+from mpsbuild.patchfile import PartialFile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_TAG = "v2.9.1"
@@ -346,8 +348,6 @@ def merge_overlay(external: ReferenceFiles, overlay: Path, cache: Path) -> Refer
 
 def merge_partial_texts(first: str, second: str, second_name: str) -> str:
     """Two ``.partial`` texts of one file as one: every line either knows; a clash is an error."""
-    from mpsbuild.patchfile import PartialFile
-
     a, b = PartialFile(first).lines, PartialFile(second).lines
     merged: list[str | None] = []
     for number in range(1, max(len(a), len(b)) + 1):
@@ -377,8 +377,6 @@ def render_partial(lines: list[str | None]) -> str:
 
 
 def _require_partial_matches_whole(partial_text: str, whole: Path, path: str) -> None:
-    from mpsbuild.patchfile import PartialFile
-
     real = whole.read_text(errors="surrogateescape").splitlines()
     for number, known in enumerate(PartialFile(partial_text).lines, 1):
         if known is not None and (number > len(real) or real[number - 1] != known):
@@ -431,8 +429,6 @@ def stand_in_text(partial_file: Path) -> str:
     Patches whose hunks touch only known lines apply to it exactly as to the real file, so a
     maintainer can work on such files in a repository of the reference files.
     """
-    from mpsbuild.patchfile import PartialFile
-
     lines = PartialFile(partial_file.read_text()).lines
     return "".join((text if text is not None else STAND_IN_FILLER.format(number=i)) + "\n"
                    for i, text in enumerate(lines, 1))
@@ -452,8 +448,6 @@ def partial_files_at_hand() -> dict[str, Path]:
 
 
 def _blob_in(line: str) -> str:
-    import re
-
     match = re.search(r"git blob ([0-9a-f]{7,40})", line)
     return match.group(1) if match else ""
 
