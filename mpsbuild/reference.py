@@ -205,10 +205,10 @@ def _download_to_cache(cache: Path, url: str, overlay: Path, shared: Path) -> Re
 def _unavailable_message(shared: Path, cache: Path, url: str, download: str) -> tuple[str, str]:
     problem = (
         "the PyTorch v2.9.1 reference files are not available. They come from the first of: "
-        f"(1) ${TREE_ENV} and ${PARTIAL_ENV} (the tree/ and partial/ folders of a copy): not "
-        f"set; (2) {shared / 'pytorch-v2.9.1'} beside this checkout: not there; (3) a download "
-        f"of the files listed in ci/reference-files.tsv from {url}, verified by git blob and "
-        f"cached in {cache}: {download}.")
+        f"(1) ${TREE_ENV} and ${PARTIAL_ENV} (the tree/ and partial/ folders of a copy): "
+        f"{TREE_ENV} is not set; (2) {shared / 'pytorch-v2.9.1'} beside this checkout: not "
+        f"there; (3) a download of the files listed in ci/reference-files.tsv from {url}, "
+        f"verified by git blob and cached in {cache}: {download}.")
     fix = (f"set {TREE_ENV} and {PARTIAL_ENV} to a copy, place one at "
            f"{shared / 'pytorch-v2.9.1'}, or run again where raw.githubusercontent.com is "
            f"reachable (or set {URL_ENV} to a mirror of it).")
