@@ -11,12 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from mpsbuild.bootstrap import ensure_driver_dependencies
+from mpsbuild.bootstrap import ensure_driver_dependencies, user_python
 
 ensure_driver_dependencies()  # before the imports below, which need gitpython and rich
 
 from mpsbuild import build, package, preflight, series, source, test
-from mpsbuild.console import Runner, console, say
+from mpsbuild.console import Runner, error_console, say
 from mpsbuild.errors import BuildError
 from mpsbuild.options import (
     DEFAULT_MIN_FREE_GB,
@@ -70,8 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where wheels go (default: wheelhouse/)")
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="parallel compile jobs (default: CPU count, %(default)s here)")
-    parser.add_argument("--python", type=Path, default=Path(sys.executable),
-                        help="interpreter for the build and test venvs (default: this one)")
+    parser.add_argument("--python", type=Path, default=user_python(),
+                        help="interpreter for the build and test venvs (default: the one "
+                             "that runs build.py, %(default)s)")
     parser.add_argument("--no-submodules", action="store_true",
                         help="clone without submodules (enough for --check)")
     parser.add_argument("--force", action="store_true",
@@ -172,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except BuildError as error:
-        console.print(f"[bold red]error:[/] {error.problem}\n[bold]fix:[/] {error.fix}")
+        error_console.print(f"[bold red]error:[/] {error.problem}\n[bold]fix:[/] {error.fix}")
         return 1
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]; run the same command again to resume")
+        error_console.print("[bold red]interrupted[/]; run the same command again to resume")
         return 130
     return 0
 

@@ -18,6 +18,14 @@ REQUIREMENTS = ("gitpython>=3.1.40", "rich>=13.7", "packaging>=23.0")
 MODULES = ("git", "rich", "packaging")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DRIVER_VENV = PROJECT_ROOT / ".venv-driver"
+# The interpreter the user ran build.py with: after the re-exec, sys.executable is the driver
+# venv's, and the build and test venvs must not be made from that.
+USER_PYTHON_ENV = "MPSBUILD_USER_PYTHON"
+
+
+def user_python() -> Path:
+    """The Python the user started build.py with (``--python``'s default)."""
+    return Path(os.environ.get(USER_PYTHON_ENV) or sys.executable)
 
 
 def missing_modules() -> list[str]:
@@ -41,4 +49,5 @@ def ensure_driver_dependencies() -> None:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS],
                        check=True)
     os.environ["MPSBUILD_BOOTSTRAPPED"] = "1"
+    os.environ.setdefault(USER_PYTHON_ENV, sys.executable)
     os.execv(str(python), [str(python), *sys.argv])

@@ -17,8 +17,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from mpsbuild.errors import BuildError
 
-# soft_wrap: commands stay on one line, so they can be copied from the terminal.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Reports (status, check, what was applied, the commands run) go to stdout, so they can be
+# piped (`build.py --status | grep`); errors go to stderr. soft_wrap: commands stay on one
+# line, so they can be copied from the terminal.
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 TAIL_LINES = 50
 
 # Lines like "[1234/5678] Building CXX object ..." from ninja: the build bar's fuel.
@@ -52,11 +55,12 @@ class Runner:
     def run(self, argv: Sequence[str | Path], *, cwd: Path | None = None,
             env: Mapping[str, str] | None = None, log_name: str = "command",
             progress: Callable[[str], tuple[int, int] | None] | None = None,
-            description: str = "") -> None:
+            description: str = "", fix: str = "") -> None:
         """Run ``argv`` with its output going to a log; raise BuildError with the tail on failure.
 
         ``env`` holds only the variables this stage sets (printed in dry-run); they are added to
         the inherited environment. ``progress`` turns an output line into (done, total) for a bar.
+        ``fix`` replaces the generic advice when the caller knows the likely causes.
         """
         text = self.show(argv, cwd, env)
         if self.dry_run:
@@ -85,7 +89,7 @@ class Runner:
             raise BuildError(
                 f"`{text}` failed with exit code {code}. Last {len(tail)} lines:\n{shown}\n"
                 f"Full log: {log_path}",
-                "read the log above; fix the cause and run the same stage again "
+                fix or "read the log above; fix the cause and run the same stage again "
                 "(finished stages are reused).",
             )
 

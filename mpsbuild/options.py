@@ -7,12 +7,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpsbuild.reference import PROJECT_ROOT
+from mpsbuild.reference import PINNED_COMMIT, PROJECT_ROOT
 
 DEFAULT_REPO = "https://github.com/pytorch/pytorch.git"
 DEFAULT_REF = "v2.9.1"
 # The commit that tag v2.9.1 names upstream; a clone of the default URL must resolve to it.
-V2_9_1_COMMIT = "d38164a545b4a4e4e0cf73ce67173f70574890b6"
+V2_9_1_COMMIT = PINNED_COMMIT
 DEFAULT_WORKDIR = PROJECT_ROOT / "build"
 DEFAULT_SERIES = PROJECT_ROOT / "patches" / "v2.9.1" / "series"
 DEFAULT_WHEELHOUSE = PROJECT_ROOT / "wheelhouse"

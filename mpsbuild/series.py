@@ -29,7 +29,7 @@ from mpsbuild.patchfile import (
     touched_paths,
     without_files,
 )
-from mpsbuild.reference import partial_blob, partial_files, reference_partial
+from mpsbuild.reference import partial_blob, partial_files_at_hand, reference_partial
 from mpsbuild.source import SourceTree, stand_in_blob, verify_base
 from mpsbuild.state import WorkdirState
 
@@ -142,15 +142,22 @@ class PartialSkips:
         return [f"--exclude={p}" for p in sorted(self.paths)]
 
 
-def _partial_skips(repo: Path, base: str, patches: list[Path], partial_root: Path) -> PartialSkips:
+def _partial_skips(repo: Path, base: str, patches: list[Path],
+                   partial_root: Path | None) -> PartialSkips:
+    """Files the series changes that the base lacks and ``partial/`` knows in part.
+
+    The reference files are looked up only when the base lacks such a file, so a real
+    PyTorch clone never needs them.
+    """
     skips = PartialSkips()
     for patch in patches:
         for diff in touched_paths(patch):
-            if diff.is_new or not partial_path(partial_root, diff.path).exists():
+            if diff.is_new or diff.path in skips.paths:
                 continue
-            exists = _git(repo, "cat-file", "-e", f"{base}:{diff.path}",
-                          check=False).returncode == 0
-            if not exists:
+            if _git(repo, "cat-file", "-e", f"{base}:{diff.path}", check=False).returncode == 0:
+                continue
+            partial_root = partial_root or reference_partial()
+            if partial_path(partial_root, diff.path).exists():
                 skips.paths.add(diff.path)
     return skips
 
@@ -170,17 +177,17 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
     stage(f"apply: {series}")
     repo = tree.path
     patches = read_series(series)
-    skips = _partial_skips(repo, tree.base_commit, patches, partial_root or reference_partial())
+    skips = _partial_skips(repo, tree.base_commit, patches, partial_root)
     verify_base(tree.path, tree.base_commit, series.parent / "BASE", frozenset(skips.paths))
     _refuse_am_in_progress(repo)
 
     wanted = _wanted_patch_ids(repo, patches, skips)
     existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
     if existing == wanted and _branch_exists(repo):
-        if not _dirty_files(repo) and _current_head(repo) != PATCHED_BRANCH:
-            _git(repo, "checkout", "-q", PATCHED_BRANCH)
-        say(f"already applied: {PATCHED_BRANCH} holds all {len(patches)} patches; nothing to do")
-        _remember_series(state_file, series)
+        _check_out_applied_branch(repo, force)
+        say(f"already applied: {PATCHED_BRANCH} holds all {len(patches)} patches and is checked "
+            "out; nothing to do")
+        _remember_series(state_file, series, sorted(skips.paths))
         return ApplyResult([], True, sorted(skips.paths))
     todo = _patches_still_to_apply(repo, patches, wanted, existing, force)
 
@@ -202,9 +209,10 @@ def apply(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fals
         raise
     if skips.paths:
         say("left out (file not in this tree; known in part, proven by --check): "
-            + ", ".join(sorted(skips.paths)))
+            + ", ".join(sorted(skips.paths)) + ". --export from this clone is refused, as it "
+            "would write the patches without these hunks.")
     say(f"{PATCHED_BRANCH}: {len(patches)} patches over {tree.base_commit[:12]}")
-    _remember_series(state_file, series)
+    _remember_series(state_file, series, sorted(skips.paths))
     return ApplyResult([p.name for p in todo], False, sorted(skips.paths))
 
 
@@ -214,11 +222,43 @@ def _wanted_patch_ids(repo: Path, patches: list[Path], skips: PartialSkips) -> l
             for p in patches]
 
 
-def _remember_series(state_file: Path | None, series: Path) -> None:
+def _check_out_applied_branch(repo: Path, force: bool) -> None:
+    """Make HEAD the tip of the applied branch, or refuse: "applied" must describe HEAD.
+
+    Uncommitted edits are refused in every state (or stashed with ``force``): a tree that
+    differs from the series is never reported as applied.
+    """
+    head = _current_head(repo)
+    dirty = _dirty_files(repo)
+    if dirty and not force:
+        listed = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+        where = ("on top of the applied series" if head == PATCHED_BRANCH else
+                 f"with {head} checked out instead of {PATCHED_BRANCH}")
+        raise BuildError(
+            f"{repo} has uncommitted edits ({listed}) {where}; --apply reports a tree as "
+            "applied only when it is exactly the series.",
+            f"commit them on {PATCHED_BRANCH} and run --export, or `git -C {repo} stash` them "
+            "(or pass --force, which stashes them; nothing is discarded), then run --apply "
+            "again.")
+    _stash_if_forced(repo, dirty, force)
+    if head != PATCHED_BRANCH:
+        _git(repo, "checkout", "-q", PATCHED_BRANCH)
+        say(f"switched {repo} from {head} to {PATCHED_BRANCH}")
+    tip = _git(repo, "rev-parse", f"refs/heads/{PATCHED_BRANCH}").stdout.strip()
+    if _git(repo, "rev-parse", "HEAD").stdout.strip() != tip or _dirty_files(repo):
+        raise BuildError(f"{repo} could not be switched to {PATCHED_BRANCH} cleanly.",
+                         f"run `git -C {repo} status` and `git -C {repo} checkout "
+                         f"{PATCHED_BRANCH}` to see why, then run --apply again.")
+
+
+def _remember_series(state_file: Path | None, series: Path,
+                     left_out: list[str] | None = None) -> None:
     if state_file is None:
         return
     state = WorkdirState.load(state_file)
     state.series_digest = series_digest(series)
+    if left_out is not None:
+        state.left_out = left_out
     state.save(state_file)
 
 
@@ -327,6 +367,7 @@ def export(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fal
     if not _branch_exists(repo):
         raise BuildError(f"{repo} has no branch {PATCHED_BRANCH} to export.",
                          "run --apply first, then commit your changes on that branch.")
+    _refuse_dropping_hunks(tree, series, state_file)
     _refuse_overwriting_edited_series(series, state_file, force)
     with tempfile.TemporaryDirectory() as scratch:
         fresh = _format_patches(repo, tree.base_commit, Path(scratch))
@@ -335,6 +376,40 @@ def export(tree: SourceTree, series: Path = DEFAULT_SERIES, *, force: bool = Fal
     say(f"exported {len(fresh)} patches: {len(result.written)} written, "
         f"{len(result.unchanged)} unchanged, {len(result.removed)} removed")
     return result
+
+
+def _refuse_dropping_hunks(tree: SourceTree, series: Path, state_file: Path | None) -> None:
+    """Refuse to export from a clone that lacks files the series changes.
+
+    Such a clone got the series without those hunks (``--apply`` left them out), so its
+    commits cannot reproduce them: exporting would empty patches and drop BASE entries.
+    ``--force`` does not override this; it would destroy the maintainer's series.
+    """
+    lacking: dict[str, list[str]] = {}
+    if series.exists():
+        created: set[str] = set()
+        for patch in read_series(series):
+            for diff in touched_paths(patch):
+                if diff.is_new:
+                    created.add(diff.path)
+                elif diff.path not in created and _git(
+                        tree.path, "cat-file", "-e", f"{tree.base_commit}:{diff.path}",
+                        check=False).returncode != 0:
+                    lacking.setdefault(diff.path, []).append(patch.name)
+    recorded = WorkdirState.load(state_file).left_out if state_file else []
+    for path in recorded:
+        lacking.setdefault(path, [])
+    if lacking:
+        listed = "; ".join(f"{path}" + (f" (changed by {', '.join(names)})" if names else
+                                        " (left out when the series was applied)")
+                           for path, names in sorted(lacking.items()))
+        raise BuildError(
+            f"--export would write patches without their hunks on files this clone lacks: "
+            f"{listed}. Nothing was written.",
+            "export from a clone that holds these files: a PyTorch v2.9.1 clone, or a "
+            "repository of the reference files made with `python "
+            "scripts/make_reference_repo.py DEST --stand-ins` (then --apply --repo DEST "
+            "--workdir NEW, commit your work there, --export).")
 
 
 def _refuse_overwriting_edited_series(series: Path, state_file: Path | None, force: bool) -> None:
@@ -380,7 +455,7 @@ def _base_entries(repo: Path, base: str) -> dict[str, str]:
         if blob.returncode != 0:
             continue  # a file the series adds
         entries[path] = blob.stdout.strip()
-        partial = partial_files().get(path)
+        partial = partial_files_at_hand().get(path)
         if partial and entries[path] == stand_in_blob(path):
             entries[path] = partial_blob(partial)  # the real file's blob, not the stand-in's
     return entries
@@ -509,7 +584,7 @@ def status(tree: SourceTree, series: Path = DEFAULT_SERIES) -> SeriesStatus:
     patches = read_series(series)
     commits = _branch_commits(repo, tree.base_commit)
     ids = {_commit_patch_id(repo, c): c for c in commits}
-    skips = _partial_skips(repo, tree.base_commit, patches, reference_partial())
+    skips = _partial_skips(repo, tree.base_commit, patches, None)
     wanted = dict(zip([p.name for p in patches], _wanted_patch_ids(repo, patches, skips),
                       strict=True))
     applied = [name for name, pid in wanted.items() if pid in ids]
@@ -540,7 +615,7 @@ def require_applied(tree: SourceTree, series: Path = DEFAULT_SERIES) -> None:
     """The wheel must be built from exactly the series it is named after."""
     repo = tree.path
     patches = read_series(series)
-    skips = _partial_skips(repo, tree.base_commit, patches, reference_partial())
+    skips = _partial_skips(repo, tree.base_commit, patches, None)
     wanted = _wanted_patch_ids(repo, patches, skips)
     existing = [_commit_patch_id(repo, c) for c in _branch_commits(repo, tree.base_commit)]
     on_branch = _current_head(repo) == PATCHED_BRANCH

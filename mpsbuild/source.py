@@ -20,10 +20,21 @@ import git
 from mpsbuild.console import Runner, say, stage
 from mpsbuild.errors import BuildError
 from mpsbuild.options import V2_9_1_COMMIT, SourceSpec, Workdir
-from mpsbuild.reference import partial_files, stand_in_text
+from mpsbuild.reference import PARTIAL_ENV, partial_files_at_hand, stand_in_text
 from mpsbuild.state import WorkdirState
 
 GIT_PROGRESS = re.compile(r"(\d+)% \((\d+)/(\d+)\)")
+OFFLINE_RECIPE = ("python scripts/make_reference_repo.py /tmp/ref && python build.py --check "
+                  "--repo /tmp/ref --workdir /tmp/w --no-submodules")
+
+
+def network_fix(url: str, also: str = "") -> str:
+    """The advice for a clone or submodule fetch that failed, most often for want of network."""
+    return (f"if git could not reach {url} (no network, a proxy, a firewall), pass --repo with "
+            "a mirror or a local clone of PyTorch (`--repo /path/to/pytorch`; its content is "
+            "verified against patches/v2.9.1/BASE); to check the series with no network at "
+            f"all, use the offline recipe: `{OFFLINE_RECIPE}`. {also}Otherwise read the log "
+            "above, fix the cause and run the same command again.")
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,9 @@ def fetch(spec: SourceSpec, workdir: Workdir, runner: Runner, *, force: bool = F
     if spec.submodules:
         runner.run(["git", "-C", workdir.source, "submodule", "update", "--init", "--recursive",
                     "--depth", "1", "--jobs", str(jobs), "--progress"],
-                   log_name="submodules", progress=git_progress, description="submodules")
+                   log_name="submodules", progress=git_progress, description="submodules",
+                   fix=network_fix("the submodules' URLs", "--no-submodules skips them "
+                                   "(enough for --apply and --check, not for --wheel). "))
     if runner.dry_run:
         return SourceTree(workdir.source, V2_9_1_COMMIT if spec.is_default_repo else "<ref>")
     base = resolve_base(workdir.source, spec)
@@ -102,10 +115,12 @@ def _clone(spec: SourceSpec, workdir: Workdir, runner: Runner, jobs: int) -> Non
         # Left by an interrupted run of ours: it lives in our workdir and never held user edits.
         say(f"found an interrupted clone in {partial}; cloning again")
         shutil.rmtree(partial)
-    workdir.root.mkdir(parents=True, exist_ok=True)
+    if not runner.dry_run:  # a dry run writes nothing
+        workdir.root.mkdir(parents=True, exist_ok=True)
     runner.run(["git", "clone", "--progress", "--depth", "1", "--branch", spec.ref,
                 "--no-tags", clone_url(spec.repo), partial],
-               log_name="clone", progress=git_progress, description="clone")
+               log_name="clone", progress=git_progress, description="clone",
+               fix=network_fix(spec.repo))
     if runner.dry_run:
         runner.show(["mv", partial, workdir.source])
         return
@@ -148,7 +163,7 @@ def read_base_file(base_file: Path) -> dict[str, str]:
 
 def stand_in_blob(file_path: str) -> str | None:
     """The blob of our stand-in for a file known in part (None if it is held whole)."""
-    partial = partial_files().get(file_path)
+    partial = partial_files_at_hand().get(file_path)
     if partial is None:
         return None
     return subprocess.run(["git", "hash-object", "--stdin"], input=stand_in_text(partial),
@@ -173,6 +188,15 @@ def verify_base(path: Path, base_commit: str, base_file: Path,
             actual = "missing"
         if actual.startswith(expected) or actual == stand_in_blob(file_path):
             continue
+        if actual == "missing":
+            raise BuildError(
+                f"{file_path} is missing from the base tree at {base_commit[:12]}; the series "
+                "changes it.",
+                "point --repo/--ref at PyTorch v2.9.1. If --repo is a repository of the "
+                "reference files, this file is one they hold only in part: its known lines "
+                f"must be in the partial reference files (${PARTIAL_ENV}, or "
+                "../shared/pytorch-v2.9.1/partial), or make the repository with "
+                "`make_reference_repo.py --stand-ins`.")
         raise BuildError(
             f"the base tree differs from the one the series was written against: "
             f"{file_path} is {actual} at {base_commit[:12]}, BASE expects {expected}.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -15,6 +15,9 @@ class WorkdirState:
     # Digest of the series as last applied or exported: --export refuses to overwrite patch
     # files that were edited after that, so a hand edit is never lost silently.
     series_digest: str = ""
+    # Files the last --apply left out because the clone lacks them: --export from this clone
+    # would drop their hunks, so it refuses.
+    left_out: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> WorkdirState:

@@ -1,35 +1,39 @@
 #!/usr/bin/env python3
-"""Recreate ``shared/pytorch-v2.9.1`` (the reference files) from a PyTorch repository.
+"""Recreate the reference files (``shared/pytorch-v2.9.1`` layout) from PyTorch v2.9.1.
 
-Usage: python scripts/fetch_reference.py --dest ../shared/pytorch-v2.9.1 [--repo URL] [--ref v2.9.1]
+Usage: python scripts/fetch_reference.py --dest DIR [--url URL | --repo URL_OR_PATH [--ref REF]]
 
-Our own machines cannot reach GitHub and keep these files in ``shared/``; a machine that can
-(GitHub Actions) rebuilds the same layout with this script. ``ci/reference-files.tsv`` lists each
-path with its git blob sha1 at v2.9.1; every file is verified against it. Files that ``shared/``
-knows only in part are written to ``partial/`` with every line known, since here the whole
-real file is at hand.
+By default every file is downloaded from GitHub at the pinned v2.9.1 commit (``--url``, or
+``$TORCH_REFERENCE_URL``, names a mirror); ``--repo`` takes them from a git repository instead.
+The files are those of ``ci/reference-files.tsv`` plus the in-repo overlay
+(``ci/reference-extra``); each is verified against its git blob. Files known only in part are
+written to ``partial/`` with every line known, since the whole real file is at hand, and the
+overlay is then checked against the real files. The test command does the same download by
+itself when no other copy is at hand (cached in ``.cache/reference``).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = ROOT / "ci" / "reference-files.tsv"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def read_manifest() -> list[tuple[str, str, str]]:
-    rows = []
-    for line in MANIFEST.read_text().splitlines():
-        if line and not line.startswith("#"):
-            path, blob, kind = line.split("\t")
-            rows.append((path, blob, kind))
-    return rows
+from mpsbuild.errors import BuildError
+from mpsbuild.reference import (
+    ManifestRow,
+    ReferenceFiles,
+    base_url,
+    download_reference,
+    git_blob,
+    merge_overlay,
+    overlay_dir,
+    reference_rows,
+    write_reference_files,
+)
 
 
 def sparse_clone(repo: str, ref: str, paths: list[str], dest: Path) -> None:
@@ -41,57 +45,63 @@ def sparse_clone(repo: str, ref: str, paths: list[str], dest: Path) -> None:
     subprocess.run(["git", "-C", str(dest), "checkout", "--quiet"], check=True)
 
 
-def blob_sha(path: Path) -> str:
-    return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def write_reference(clone: Path, dest: Path, rows: list[tuple[str, str, str]]) -> list[str]:
-    problems = []
-    for path, expected, kind in rows:
-        source = clone / path
-        if not source.exists():
-            problems.append(f"{path}: missing from the repository")
+def from_clone(clone: Path, dest: Path, rows: list[ManifestRow], source: str) -> list[str]:
+    problems, files = [], []
+    for row in rows:
+        path = clone / row.path
+        if not path.exists():
+            problems.append(f"{row.path}: missing from the repository")
             continue
-        actual = blob_sha(source)
-        if not actual.startswith(expected):
-            problems.append(f"{path}: blob {actual}, expected {expected}")
+        body = path.read_bytes()
+        if not git_blob(body).startswith(row.blob):
+            problems.append(f"{row.path}: blob {git_blob(body)}, expected {row.blob}")
             continue
-        if kind == "tree":
-            target = dest / "tree" / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-        else:
-            target = dest / "partial" / f"{path}.partial"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            lines = source.read_text(encoding="utf-8").splitlines()
-            header = f"# {path} at v2.9.1 (git blob {actual}): every line is known.\n"
-            target.write_text(header + "".join(f"{i}|{t}\n" for i, t in enumerate(lines, 1)))
+        files.append((row, body))
+    if not problems:
+        write_reference_files(dest, files, source)
     return problems
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, required=True, help="folder to create")
-    parser.add_argument("--repo", default="https://github.com/pytorch/pytorch.git")
-    parser.add_argument("--ref", default="v2.9.1")
+    parser.add_argument("--url", default=None,
+                        help=f"where to download from (default: {base_url()})")
+    parser.add_argument("--repo", default=None,
+                        help="take the files from this git repository (URL or path) instead")
+    parser.add_argument("--ref", default="v2.9.1", help="with --repo: the tag (default v2.9.1)")
     parser.add_argument("--kinds", default="tree,partial",
-                        help="which manifest entries to fetch (default: tree,partial)")
+                        help="which entries to fetch (default: tree,partial)")
     args = parser.parse_args()
     if args.dest.exists() and any(args.dest.iterdir()):
         print(f"error: {args.dest} already exists and is not empty.\n"
               "fix: pass a new --dest, or remove the old copy yourself.", file=sys.stderr)
         return 2
     kinds = set(args.kinds.split(","))
-    rows = [row for row in read_manifest() if row[2] in kinds]
-    with tempfile.TemporaryDirectory() as scratch:
-        clone = Path(scratch) / "pytorch"
-        sparse_clone(args.repo, args.ref, [path for path, _, _ in rows], clone)
-        problems = write_reference(clone, args.dest, rows)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    print(f"reference files: {len(rows) - len(problems)} of {len(rows)} written to {args.dest}")
-    return 1 if problems else 0
+    rows = [row for row in reference_rows() if row.kind in kinds]
+    try:
+        if args.repo:
+            with tempfile.TemporaryDirectory() as scratch:
+                clone = Path(scratch) / "pytorch"
+                sparse_clone(args.repo, args.ref, [row.path for row in rows], clone)
+                problems = from_clone(clone, args.dest, rows, f"{args.repo} @ {args.ref}")
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+            if problems:
+                print(f"reference files: {len(problems)} of {len(rows)} did not match; nothing "
+                      "written", file=sys.stderr)
+                return 1
+        else:
+            download_reference((args.url or base_url()).rstrip("/"), rows, args.dest)
+        # The overlay must agree with the real files it describes.
+        with tempfile.TemporaryDirectory() as scratch:
+            merge_overlay(ReferenceFiles(args.dest / "tree", args.dest / "partial", "fetched"),
+                          overlay_dir(), Path(scratch))
+    except BuildError as error:
+        print(f"error: {error.problem}\nfix: {error.fix}", file=sys.stderr)
+        return 1
+    print(f"reference files: {len(rows)} of {len(rows)} written to {args.dest}")
+    return 0
 
 
 if __name__ == "__main__":

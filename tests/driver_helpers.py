@@ -117,3 +117,77 @@ def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytest.fail(f"{PATCHED_TREE_ENV}={override} is not a PyTorch tree (no aten/, torch/)")
         return tree
     return patched_reference_tree(tmp_path_factory.mktemp("patched") / "pytorch")
+
+
+# --- a fresh clone, and a stand-in for GitHub ---------------------------------------------
+
+REFERENCE_ENV = ("TORCH_REFERENCE_TREE", "TORCH_REFERENCE_PARTIAL", "TORCH_REFERENCE_URL",
+                 "MPSBUILD_REFERENCE_EXTRA", "MPSBUILD_REFERENCE_CACHE", "MPSBUILD_REQUIRE_ALL")
+
+
+def fresh_clone(parent: Path) -> Path:
+    """What a user gets from `git clone`: this working tree's files, nothing beside them.
+
+    Copied (not cloned) so uncommitted work is tested too; ``parent`` has no ``shared/``.
+    """
+    files = subprocess.run(["git", "-C", str(PROJECT_ROOT), "ls-files", "-z", "--cached",
+                            "--others", "--exclude-standard"], capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    clone = parent / "clone"
+    for name in filter(None, files):
+        source = PROJECT_ROOT / name
+        if source.is_file():
+            target = clone / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    git(clone, "init", "-q", "-b", "main")
+    assert not (parent / "shared").exists()
+    return clone
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment of a user who set none of our variables (plus ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if k not in REFERENCE_ENV}
+    return {**env, "COLUMNS": "200", **extra}
+
+
+def closed_port_url() -> str:
+    """An http URL on this machine where nothing listens (the connection is refused)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/pytorch"
+
+
+class FileServer:
+    """A 127.0.0.1 http.server serving ``root`` (GitHub's raw files, played locally)."""
+
+    def __init__(self, root: Path) -> None:
+        import functools
+        import http.server
+        import threading
+
+        self.requested: list[str] = []
+        requested = self.requested
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                requested.append(self.path)
+
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -70,15 +70,15 @@ def test_check_accepts_a_hunk_on_known_lines(tmp_path, reference_repo, partial_r
     series = series_editing_fake(tmp_path, line_number=4)
     result = check(series, reference_repo, tmp_path / "w", partial_root)
     assert result.returncode == 0, result.stderr
-    assert "0 hunks on partly known files touch unknown lines" in result.stderr
+    assert "0 hunks on partly known files touch unknown lines" in result.stdout
 
 
 def test_check_refuses_a_hunk_on_unknown_lines(tmp_path, reference_repo, partial_root):
     series = series_editing_fake(tmp_path, line_number=14)  # its context reaches lines 11-12
     result = check(series, reference_repo, tmp_path / "w", partial_root)
     assert result.returncode == 1
-    assert f"0001-Change-Fake.mm.patch: {FAKE} @@ -11,7 +11,7" in result.stderr
-    assert "line 11 is not known" in result.stderr
+    assert f"0001-Change-Fake.mm.patch: {FAKE} @@ -11,7 +11,7" in result.stdout
+    assert "line 11 is not known" in result.stdout
 
 
 def test_apply_to_the_reference_repo_leaves_out_partial_files(tmp_path, reference_repo,
@@ -87,7 +87,7 @@ def test_apply_to_the_reference_repo_leaves_out_partial_files(tmp_path, referenc
     result = check(series, reference_repo, tmp_path / "w", partial_root, stage="--apply")
     assert result.returncode == 0, result.stderr
     assert f"left out (file not in this tree; known in part, proven by --check): {FAKE}" \
-        in result.stderr
+        in result.stdout
 
 
 def test_without_the_partial_file_the_patch_has_nowhere_to_apply(tmp_path, reference_repo):
@@ -96,7 +96,7 @@ def test_without_the_partial_file_the_patch_has_nowhere_to_apply(tmp_path, refer
     empty.mkdir()
     result = check(series, reference_repo, tmp_path / "w", empty)
     assert result.returncode == 1
-    assert "0001-Change-Fake.mm.patch does not apply" in result.stderr
+    assert "0001-Change-Fake.mm.patch does not apply" in result.stdout
 
 
 def test_stand_in_repo_round_trip(tmp_path, reference_repo, partial_root, monkeypatch):
@@ -128,3 +128,31 @@ def test_stand_in_repo_round_trip(tmp_path, reference_repo, partial_root, monkey
     applied = check(out, stand_in_repo, tmp_path / "w3", partial_root, stage="--apply")
     assert applied.returncode == 0, applied.stderr
     assert "line_4();  // edited" in (tmp_path / "w3" / "pytorch" / FAKE).read_text()
+
+
+def test_export_from_a_clone_that_left_files_out_refuses_and_keeps_the_series(
+        tmp_path, reference_repo, partial_root):
+    """Issue 13 item 3: --apply left the partly known file out; --export must not then empty
+    the maintainer's patch and drop its BASE entry."""
+    series = series_editing_fake(tmp_path, line_number=4)
+    (series.parent / "BASE").write_text(f"{FAKE}\t1234abcd\n")
+    before = {p.name: p.read_bytes() for p in series.parent.iterdir()}
+    workdir = tmp_path / "w"
+    applied = check(series, reference_repo, workdir, partial_root, stage="--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "--export from this clone is refused" in applied.stdout
+
+    for extra in ((), ("--force",)):
+        exported = run_build("--export", "--workdir", workdir, "--series", series, *extra,
+                             env={"TORCH_REFERENCE_PARTIAL": str(partial_root)})
+        assert exported.returncode == 1, exported.stdout + exported.stderr
+        assert f"{FAKE} (changed by 0001-Change-Fake.mm.patch)" in exported.stderr
+        assert "--stand-ins" in exported.stderr
+        assert {p.name: p.read_bytes() for p in series.parent.iterdir()} == before
+
+    # Exporting to a new folder is refused too: the branch itself lacks the hunks.
+    elsewhere = run_build("--export", "--workdir", workdir, "--series",
+                          tmp_path / "new" / "series")
+    assert elsewhere.returncode == 1
+    assert f"{FAKE} (left out when the series was applied)" in elsewhere.stderr
+    assert not (tmp_path / "new").exists()

@@ -37,7 +37,7 @@ def test_apply_makes_one_commit_per_patch_and_is_idempotent(make_series, referen
 
     second = apply(series, reference_repo, tmp_path / "w")
     assert second.returncode == 0, second.stderr
-    assert "already applied" in second.stderr
+    assert "already applied" in second.stdout
     assert git(clone, "rev-parse", "mps-patched") == tip
 
 
@@ -135,7 +135,7 @@ def test_export_round_trip_is_byte_identical(make_series, reference_repo, tmp_pa
     assert apply(out, reference_repo, tmp_path / "w2").returncode == 0
     again = run_build("--export", "--workdir", tmp_path / "w2", "--series", out)
     assert again.returncode == 0, again.stderr
-    assert "0 written, 2 unchanged, 0 removed" in again.stderr
+    assert "0 written, 2 unchanged, 0 removed" in again.stdout
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == snapshot
 
 
@@ -151,7 +151,7 @@ def test_export_picks_up_a_new_commit_and_renumbers_stably(make_series, referenc
     git(clone, "commit", "-q", "-m", "Document the pool")
     result = run_build("--export", "--workdir", workdir, "--series", out)
     assert result.returncode == 0, result.stderr
-    assert "1 written, 2 unchanged" in result.stderr
+    assert "1 written, 2 unchanged" in result.stdout
     assert out.read_text().splitlines()[-1] == "0003-Document-the-pool.patch"
 
 
@@ -184,8 +184,8 @@ def test_check_applies_each_patch_in_a_scratch_worktree(make_series, reference_r
     result = run_build("--check", "--repo", reference_repo, "--workdir", workdir,
                        "--series", series, "--no-submodules")
     assert result.returncode == 0, result.stderr
-    assert "ok   0001-Declare-a-stream-pool.patch" in result.stderr
-    assert "check: 2/2 patches apply" in result.stderr
+    assert "ok   0001-Declare-a-stream-pool.patch" in result.stdout
+    assert "check: 2/2 patches apply" in result.stdout
     clone = workdir / "pytorch"
     assert git(clone, "branch", "--list", "mps-patched") == ""  # the clone itself is untouched
     assert git(clone, "worktree", "list").count("\n") == 0
@@ -198,7 +198,61 @@ def test_status_lists_applied_and_missing(make_series, reference_repo, tmp_path)
                      "--no-submodules").returncode == 0
     before = run_build("--status", "--workdir", workdir, "--series", series)
     assert before.returncode == 0, before.stderr
-    assert "applied:  0" in before.stderr and "0002-Add-a-pool-header.patch" in before.stderr
+    assert "applied:  0" in before.stdout and "0002-Add-a-pool-header.patch" in before.stdout
     assert apply(series, reference_repo, workdir).returncode == 0
     after = run_build("--status", "--workdir", workdir, "--series", series)
-    assert "applied:  2" in after.stderr and "missing:  none" in after.stderr
+    assert "applied:  2" in after.stdout and "missing:  none" in after.stdout
+
+
+def test_apply_switches_a_clean_checkout_of_the_base_back_to_the_branch(make_series,
+                                                                       reference_repo, tmp_path):
+    series = two_patch_series(make_series)
+    workdir = tmp_path / "w"
+    assert apply(series, reference_repo, workdir).returncode == 0
+    clone = workdir / "pytorch"
+    git(clone, "checkout", "-q", "v2.9.1")
+    again = apply(series, reference_repo, workdir)
+    assert again.returncode == 0, again.stderr
+    assert "switched" in again.stdout
+    assert git(clone, "symbolic-ref", "--short", "HEAD") == "mps-patched"
+    assert "getStreamFromPool" in (clone / STREAM_H).read_text()
+
+
+def test_apply_refuses_an_edited_checkout_of_the_base(make_series, reference_repo, tmp_path):
+    """Issue 13 item 4: it said "already applied" and left the unpatched base checked out."""
+    series = two_patch_series(make_series)
+    workdir = tmp_path / "w"
+    assert apply(series, reference_repo, workdir).returncode == 0
+    clone = workdir / "pytorch"
+    git(clone, "checkout", "-q", "v2.9.1")
+    edited = clone / GUARD_H
+    edited.write_text(edited.read_text() + "// my local edit\n")
+    refused = apply(series, reference_repo, workdir)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "already applied" not in refused.stdout + refused.stderr
+    assert "uncommitted edits" in refused.stderr and GUARD_H in refused.stderr
+    assert "instead of mps-patched" in refused.stderr and "stash" in refused.stderr
+    assert edited.read_text().endswith("// my local edit\n")
+    assert git(clone, "rev-parse", "HEAD") == git(clone, "rev-parse", "v2.9.1")
+
+
+def test_apply_refuses_uncommitted_edits_on_an_applied_tree_too(make_series, reference_repo,
+                                                               tmp_path):
+    """Issue 13 item 5: the README's promise holds in every state; --force stashes."""
+    series = two_patch_series(make_series)
+    workdir = tmp_path / "w"
+    assert apply(series, reference_repo, workdir).returncode == 0
+    clone = workdir / "pytorch"
+    edited = clone / GUARD_H
+    edited.write_text(edited.read_text() + "// my local edit\n")
+    refused = apply(series, reference_repo, workdir)
+    assert refused.returncode == 1
+    assert "uncommitted edits" in refused.stderr and "on top of the applied series" in \
+        refused.stderr
+    assert edited.read_text().endswith("// my local edit\n")
+
+    forced = apply(series, reference_repo, workdir, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "already applied" in forced.stdout
+    assert "// my local edit" in git(clone, "stash", "show", "-p", "stash@{0}")
+    assert git(clone, "status", "--porcelain", "--untracked-files=no") == ""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from driver_helpers import git, run_build
+from driver_helpers import closed_port_url, git, run_build
 
 from mpsbuild.errors import BuildError
 from mpsbuild.options import DEFAULT_REPO, V2_9_1_COMMIT, SourceSpec
@@ -22,7 +22,7 @@ def test_fetch_clones_shallow_and_a_second_run_reuses_it(reference_repo, tmp_pat
     second = run_build("--fetch", "--repo", reference_repo, "--workdir", workdir,
                        "--no-submodules")
     assert second.returncode == 0, second.stderr
-    assert "reusing the clone" in second.stderr
+    assert "reusing the clone" in second.stdout
     assert marker.read_text() == "still here"
 
 
@@ -34,7 +34,7 @@ def test_an_interrupted_clone_is_redone_cleanly(reference_repo, tmp_path):
     result = run_build("--fetch", "--repo", reference_repo, "--workdir", workdir,
                        "--no-submodules")
     assert result.returncode == 0, result.stderr
-    assert "interrupted clone" in result.stderr
+    assert "interrupted clone" in result.stdout
     assert not leftover.exists()
     assert (workdir / "pytorch" / "aten" / "src" / "ATen" / "mps" / "MPSStream.h").exists()
 
@@ -79,3 +79,13 @@ def test_no_stage_is_a_usage_error():
     result = run_build()
     assert result.returncode == 2
     assert "choose at least one stage" in result.stderr
+
+
+def test_a_clone_that_cannot_reach_the_network_names_repo_and_the_offline_recipe(tmp_path):
+    result = run_build("--fetch", "--repo", closed_port_url(), "--workdir", tmp_path / "w",
+                       "--no-submodules")
+    assert result.returncode == 1
+    fix = result.stderr.split("fix:", 1)[1]
+    assert "--repo" in fix and "mirror or a local clone" in fix
+    assert "make_reference_repo.py /tmp/ref && python build.py --check --repo /tmp/ref" in fix
+    assert not (tmp_path / "w" / "pytorch").exists()

@@ -16,7 +16,7 @@ def test_wheel_dry_run_prints_the_exact_environment_and_commands(tmp_path):
     result = run_build("--apply", "--wheel", "--test", "--dry-run", "--workdir", tmp_path / "w",
                        "--jobs", "3")
     assert result.returncode == 0, result.stderr
-    out = result.stderr
+    out = result.stdout
     digest = series_digest(DEFAULT_SERIES)
     for expected in ("git clone --progress --depth 1 --branch v2.9.1",
                      "submodule update --init --recursive --depth 1",

@@ -789,3 +789,17 @@ def test_synchronize_releases_the_gil(real: ModuleType, cpp_bindings: ModuleType
 def test_current_stream_releases_the_gil(real: ModuleType, cpp_bindings: ModuleType) -> None:
     assert _blocking_call_releases_gil(cpp_bindings, real.current_stream) == [
         "blocked getCurrentMPSStream", "released getCurrentMPSStream"]
+
+
+def test_device_synchronize_releases_the_gil(patched_tree: Path) -> None:
+    # torch.mps.synchronize() waits for every stream; a block on a stream's queue may need the
+    # GIL (review finding), so the binding must release it around the wait. Module.cpp needs a
+    # Mac to compile, so this reads the patched function instead of running it.
+    text = (patched_tree / "torch" / "csrc" / "mps" / "Module.cpp").read_text()
+    start = text.index("static PyObject* MPSModule_deviceSynchronize(")
+    body = text[start:text.index("END_HANDLE_TH_ERRORS", start)]
+    release = body.find("pybind11::gil_scoped_release")
+    wait = body.find("getMPSHooks().deviceSynchronize()")
+    assert 0 <= release < wait, body
+    # in an inner scope, so that the GIL is taken again before the function returns
+    assert body.index("{", body.index("HANDLE_TH_ERRORS")) < release
