@@ -516,6 +516,7 @@ def run_scenario(binary: Path, scenario: Scenario, scale: int, expect_tracking: 
 
 
 EXCERPT_KINDS = ("TIMEOUT", "metalsim:", "Calling [", "child:", "threads inside", "  thread ",
+                 "  dispatch_async",
                  "HAZARD", "CHECK FAILED", "SUMMARY: ThreadSanitizer", "(")
 
 
@@ -527,7 +528,7 @@ def failure_excerpt(outcome: Outcome, per_kind: int = 6) -> str:
         kind = next((k for k in EXCERPT_KINDS if line.startswith(k)), None)
         if kind is None and "killed after" in line:
             kind = "killed"
-        limit = 64 if kind == "  thread " else per_kind  # a deadlock needs every thread
+        limit = 64 if kind in ("  thread ", "  dispatch_async") else per_kind  # all, for deadlocks
         if kind is None or counts.get(kind, 0) >= limit:
             continue
         counts[kind] = counts.get(kind, 0) + 1

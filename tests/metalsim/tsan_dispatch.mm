@@ -48,6 +48,7 @@ struct Token {
 struct QueueState {
   std::vector<void*> inside;
   void* waiting_for = nullptr;
+  bool in_semaphore_wait = false;
 };
 std::mutex& stateMutex() {
   static auto* mu = new std::mutex();
@@ -56,6 +57,21 @@ std::mutex& stateMutex() {
 std::map<std::thread::id, QueueState>& queueStates() {
   static auto* states = new std::map<std::thread::id, QueueState>();
   return *states;
+}
+// dispatch_async work submitted and not started yet, by target queue.
+std::map<void*, int>& pendingAsync() {
+  static auto* pending = new std::map<void*, int>();
+  return *pending;
+}
+void countAsync(void* queue, int delta) {
+  std::lock_guard<std::mutex> lock(stateMutex());
+  if ((pendingAsync()[queue] += delta) == 0) {
+    pendingAsync().erase(queue);
+  }
+}
+void setSemaphoreWait(bool waiting) {
+  std::lock_guard<std::mutex> lock(stateMutex());
+  queueStates()[std::this_thread::get_id()].in_semaphore_wait = waiting;
 }
 void setWaiting(void* queue) {
   std::lock_guard<std::mutex> lock(stateMutex());
@@ -79,7 +95,7 @@ namespace metalsim {
 void printDispatchState(const char* (*name)(void* queue)) {
   std::lock_guard<std::mutex> lock(stateMutex());
   for (const auto& [thread, state] : queueStates()) {
-    if (state.inside.empty() && state.waiting_for == nullptr) {
+    if (state.inside.empty() && state.waiting_for == nullptr && !state.in_semaphore_wait) {
       continue;
     }
     std::fprintf(stderr, "  thread %zu: inside", std::hash<std::thread::id>()(thread) % 100000);
@@ -92,7 +108,13 @@ void printDispatchState(const char* (*name)(void* queue)) {
     if (state.waiting_for != nullptr) {
       std::fprintf(stderr, ", waiting in dispatch_sync for [%s]", name(state.waiting_for));
     }
+    if (state.in_semaphore_wait) {
+      std::fprintf(stderr, ", waiting in dispatch_semaphore_wait");
+    }
     std::fprintf(stderr, "\n");
+  }
+  for (const auto& [queue, count] : pendingAsync()) {
+    std::fprintf(stderr, "  dispatch_async work not started: %d for [%s]\n", count, name(queue));
   }
 }
 } // namespace metalsim
@@ -130,6 +152,7 @@ struct AsyncWork {
 void runAsyncWork(void* raw) {
   __tsan_acquire(raw);
   auto* work = static_cast<AsyncWork*>(raw);
+  countAsync(work->queue, -1);
   __tsan_acquire(work->queue);
   if (work->block != nullptr) {
     work->block();
@@ -144,6 +167,7 @@ void runAsyncWork(void* raw) {
 void submitAsync(AsyncWork* work) {
   static auto real = realFunction<void (*)(dispatch_queue_t, void*, dispatch_function_t)>("dispatch_async_f");
   dispatch_queue_t queue = work->queue; // read before the release: runAsyncWork frees `work`
+  countAsync(queue, +1);
   __tsan_release(work);
   real(queue, work, runAsyncWork);
 }
@@ -170,7 +194,9 @@ DISPATCH_NOTHROW intptr_t dispatch_semaphore_signal(dispatch_semaphore_t semapho
 
 DISPATCH_NOTHROW intptr_t dispatch_semaphore_wait(dispatch_semaphore_t semaphore, dispatch_time_t timeout) {
   static auto real = realFunction<intptr_t (*)(dispatch_semaphore_t, dispatch_time_t)>("dispatch_semaphore_wait");
+  setSemaphoreWait(true);
   const intptr_t result = real(semaphore, timeout);
+  setSemaphoreWait(false);
   if (result == 0) {
     __tsan_acquire(semaphore);
   }
