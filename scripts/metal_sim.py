@@ -115,6 +115,8 @@ SCENARIOS = (
     Scenario("events"),
     Scenario("guard"),
     Scenario("allocator", (("METALSIM_DEVICE_MEMORY_MB", "96"),)),
+    Scenario("record-stream"),
+    Scenario("record-stream-untracked", TRACKING_OFF),
     Scenario("sync-all-in-block"),
     Scenario("sync-all-in-blocks-concurrent", (("METALSIM_TIMEOUT_S", "30"),)),
     Scenario("thread-exit"),

@@ -434,6 +434,47 @@ void scenarioGuard() {
   });
 }
 
+// Tensor.record_stream (CUDA's pattern): a buffer allocated on stream P is read on stream C,
+// record_stream(C) is called, the buffer is freed on P while C's read may still be pending, and
+// P's next allocation (which may get the same buffer) is written at once. The write must be
+// ordered after C's read. Run with tracking on, and with PYTORCH_MPS_STREAM_TRACKING=0 (where
+// record_stream is the program's only way to order the reuse, as on CUDA).
+void scenarioRecordStream() {
+  if (!at::mps::noteBufferUseOnStream) {
+    CHECK_SIM(false, "the tree has no at::mps::noteBufferUseOnStream (Tensor.record_stream)");
+    return;
+  }
+  const uint64_t iterations = scaled(30);
+  runThreads(4, [iterations](size_t t) {
+    MPSStream* producer = at::mps::getStreamFromPool();
+    MPSStream* consumer = at::mps::getStreamFromPool();
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("record-stream t" + std::to_string(t) + " i" + std::to_string(i));
+      at::mps::setCurrentMPSStream(producer);
+      Buffer x = allocate();
+      fillOp(x.mtl(), uint8_t(i));
+      auto pool = at::mps::getMPSEventPool();
+      const uint32_t event = pool->acquireEvent(false);
+      pool->recordEvent(event, true, producer);
+      at::mps::setCurrentMPSStream(consumer);
+      pool->waitForEvent(event, false, consumer);
+      Buffer out = allocate();
+      graphOp(out.mtl(), x.mtl()); // C reads x (committed, not waited for)
+      at::mps::noteBufferUseOnStream(x.mtl(), consumer);
+      at::mps::setCurrentMPSStream(producer);
+      x = Buffer{}; // freed on P while C may still read it
+      Buffer y = allocate();
+      fillOp(y.mtl(), 0xEE); // P writes its next buffer at once
+      producer->synchronize(SyncType::COMMIT);
+      consumer->synchronize(SyncType::COMMIT_AND_WAIT);
+      expectBytes(out.mtl(), uint8_t(i + 1), "record-stream result");
+      pool->releaseEvent(event);
+      producer->synchronize(SyncType::COMMIT_AND_WAIT);
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
 // Allocator: buffers allocated, used and freed without waiting, on many streams at once (a freed
 // buffer still used by its stream must not be handed to another stream unordered); then memory
 // pressure: allocate until the allocator's out-of-memory error, empty the cache, allocate again.
@@ -611,6 +652,8 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"guard", scenarioGuard},
       {"event-timing", scenarioEventTiming},
       {"allocator", scenarioAllocator},
+      {"record-stream", scenarioRecordStream},
+      {"record-stream-untracked", scenarioRecordStream},
       {"sync-all-in-block", [] { scenarioSyncAllInBlock(false); }},
       {"sync-all-in-blocks-concurrent", [] { scenarioSyncAllInBlock(true); }},
       {"thread-exit", scenarioThreadExit},
