@@ -10,8 +10,10 @@ Modes, for each model and client count N:
   locked      N threads, one global lock around model(x) and the copy to the host
   threads     N threads, no lock (cpu/cuda only: MPS crashes without our patches)
   batchqueue  N threads calling one BatchQueue(model, max_batch_size=N)
+  asyncio     N asyncio tasks on one event loop awaiting BatchQueue.submit_async
   offline     one thread, batch N, back to back: the limit for this model and device
-It also measures the queue's own cost: microseconds per request with a no-op model.
+It also measures the queue's own cost: microseconds per request with a no-op model, for
+client threads and for asyncio clients.
 
 BatchQueue comes from --batch-queue-file, else the installed torch (torch.mps.BatchQueue),
 else the patched reference tree of this project (--tree DIR, or the series applied to the
@@ -21,6 +23,7 @@ v2.9.1 reference files). With --batch-queue-file only torch is needed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import platform
@@ -37,7 +40,8 @@ from torch import nn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODULE_IN_TREE = Path("torch") / "mps" / "batch_queue.py"
-MODES = ("offline", "locked", "threads", "batchqueue")
+MODES = ("offline", "locked", "threads", "batchqueue", "asyncio")
+QUEUE_MODES = ("batchqueue", "asyncio")
 SEQ_LEN, D_MODEL = 64, 256
 MLP_WIDTH = 1024
 
@@ -221,6 +225,37 @@ def run_clients(
     return window.sample(records)
 
 
+def run_async_clients(
+    submit_async: Callable[[torch.Tensor], Any],
+    inputs: list[torch.Tensor],
+    window: Window,
+    rows: int,
+) -> Sample:
+    """One asyncio task per input awaits submit_async(input) in a closed loop until the window
+    ends; all tasks share one event loop on one thread."""
+    records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
+    ready = threading.Barrier(2)
+
+    async def client(x: torch.Tensor, out: list[tuple[float, float, int]]) -> None:
+        now = time.perf_counter
+        while not window.stop.is_set():
+            started = now()
+            await submit_async(x)
+            finished = now()
+            out.append((finished, finished - started, rows))
+
+    async def serve() -> None:
+        ready.wait()
+        await asyncio.gather(*(client(x, out) for x, out in zip(inputs, records, strict=True)))
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    loop_thread.start()
+    ready.wait()
+    window.run(records)
+    loop_thread.join()
+    return window.sample(records)
+
+
 def to_host(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """The last step of every request: the output on the host (a no-op on CPU)."""
     if device.type == "cpu":
@@ -263,7 +298,10 @@ def measure_mode(
     )
     opened = time.perf_counter()
     with queue:
-        sample = run_clients(queue, inputs, window, rows=1)
+        if mode == "asyncio":
+            sample = run_async_clients(queue.submit_async, inputs, window, rows=1)
+        else:
+            sample = run_clients(queue, inputs, window, rows=1)
     return sample, {**queue.stats(), "open_seconds": time.perf_counter() - opened}
 
 
@@ -299,26 +337,32 @@ def bench_model(
     for clients in args.clients:
         inputs = [torch.randn(1, *shape, device=device) for _ in range(clients)]
         samples = {mode: Sample() for mode in args.modes}
-        batches = rows_run = busy = open_seconds = 0.0
+        totals = {
+            mode: dict.fromkeys(("batches", "rows", "busy", "open"), 0.0) for mode in args.modes
+        }
         for _ in range(args.rounds):
             for mode in args.modes:
                 sample, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
                 samples[mode].add(sample)
                 if stats is not None:
-                    batches += stats["batches"]
-                    rows_run += stats["batches"] * stats["mean_batch_size"]
-                    busy += stats["busy_seconds"]
-                    open_seconds += stats["open_seconds"]
+                    total = totals[mode]
+                    total["batches"] += stats["batches"]
+                    total["rows"] += stats["batches"] * stats["mean_batch_size"]
+                    total["busy"] += stats["busy_seconds"]
+                    total["open"] += stats["open_seconds"]
         for mode in args.modes:
             summary = samples[mode].summary()
             results.append({"model": name, "mode": mode, "clients": clients, **summary})
             note = ""
-            if mode == "batchqueue":
-                mean_batch = rows_run / batches if batches else 0.0
-                queue_stats.append({"model": name, "clients": clients, "batches": int(batches),
+            if mode in QUEUE_MODES:
+                total = totals[mode]
+                mean_batch = total["rows"] / total["batches"] if total["batches"] else 0.0
+                busy = total["busy"] / total["open"]
+                queue_stats.append({"model": name, "mode": mode, "clients": clients,
+                                    "batches": int(total["batches"]),
                                     "mean_batch_size": mean_batch,
-                                    "worker_busy_fraction": busy / open_seconds})  # fmt: skip
-                note = f"  mean batch {mean_batch:.1f}, worker busy {busy / open_seconds:.0%}"
+                                    "runner_busy_fraction": busy})  # fmt: skip
+                note = f"  mean batch {mean_batch:.1f}, runner busy {busy:.0%}"
             print(
                 f"{name:12s} {mode:10s} clients={clients:3d}  {summary['throughput_rps']:10.1f} "
                 f"req/s  p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms{note}",
@@ -331,7 +375,8 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
     """The queue's own cost with a no-op fn, in microseconds per request.
 
     closed_loop: N client threads each calling queue(x), so every request also pays for a
-    thread wake-up; pipelined: one thread submits bursts of 64 futures, then waits for them.
+    thread wake-up; asyncio: N asyncio tasks on one event loop awaiting submit_async(x);
+    pipelined: one thread submits bursts of 64 futures, then waits for them.
     """
     inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
     closed: dict[str, float] = {}
@@ -343,6 +388,17 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
         closed[str(clients)] = 1e6 / summary["throughput_rps"]
         print(
             f"no-op        closed loop clients={clients:3d}  {closed[str(clients)]:6.1f} us/request"
+        )
+    asynchronous: dict[str, float] = {}
+    for clients in args.clients:
+        queue = batch_queue(lambda x: x, max_batch_size=clients, max_delay_ms=args.max_delay_ms)
+        with queue:
+            window = Window(args.warmup, args.seconds)
+            sample = run_async_clients(queue.submit_async, inputs[:clients], window, rows=1)
+        asynchronous[str(clients)] = 1e6 / sample.summary()["throughput_rps"]
+        print(
+            f"no-op        asyncio     clients={clients:3d}  "
+            f"{asynchronous[str(clients)]:6.1f} us/request"
         )
 
     burst = 64
@@ -357,19 +413,23 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
         summary = run_clients(submit_burst, inputs[:1], window, burst).summary()
     pipelined = 1e6 / summary["throughput_rps"]
     print(f"{'no-op':12s} pipelined submit, bursts of {burst}: {pipelined:6.1f} us/request")
-    return {"closed_loop_us_per_request": closed, "pipelined_us_per_request": pipelined}
+    return {
+        "closed_loop_us_per_request": closed,
+        "asyncio_us_per_request": asynchronous,
+        "pipelined_us_per_request": pipelined,
+    }
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (model, mode, clients), rps in by_key.items():
-        if mode != "batchqueue":
+        if mode not in QUEUE_MODES:
             continue
         entry = out.setdefault(model, {}).setdefault(str(clients), {})
         for other in ("locked", "offline"):
             if (model, other, clients) in by_key:
-                entry[f"batchqueue_vs_{other}"] = rps / by_key[(model, other, clients)]
+                entry[f"{mode}_vs_{other}"] = rps / by_key[(model, other, clients)]
     return out
 
 
@@ -390,7 +450,7 @@ def plot(path: Path, results: list[dict[str, Any]], device: str) -> None:
             if rows:
                 ax.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows],
                         marker="o", label=mode)  # fmt: skip
-        ax.set(title=f"{model} on {device}", xlabel="client threads", ylabel="requests/s")
+        ax.set(title=f"{model} on {device}", xlabel="clients", ylabel="requests/s")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
@@ -400,7 +460,7 @@ def plot(path: Path, results: list[dict[str, Any]], device: str) -> None:
 
 
 def print_ratios(table: dict[str, dict[str, dict[str, float]]]) -> None:
-    print("\nratios (throughput of batchqueue / other mode, same run):")
+    print("\nratios (throughput of batchqueue (threads) or asyncio / other mode, same run):")
     for model, per_clients in table.items():
         for clients, entry in per_clients.items():
             text = "  ".join(f"{k} {v:6.2f}x" for k, v in entry.items())
@@ -424,9 +484,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="unmeasured seconds first (default 0.5)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--max-batch-size", type=int, help="default: the client count")
-    parser.add_argument("--switch-interval-ms", type=float, default=None,
-                        help="sys.setswitchinterval for the run (default: Python's, 5 ms); a "
-                             "probe of how much GIL hand-offs between threads cost")
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the run (default: Python's, 5 ms); a "
+        "probe of how much GIL hand-offs between threads cost",
+    )
     parser.add_argument("--no-overhead", action="store_true", help="skip the no-op overhead")
     parser.add_argument("--batch-queue-file", type=Path, help="path of batch_queue.py to use")
     parser.add_argument("--tree", type=Path, help="patched PyTorch tree holding BatchQueue")
