@@ -420,6 +420,28 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
     }
 
 
+def check_side_stream_callers(batch_queue: type, device: torch.device) -> dict[str, Any]:
+    """Correctness on an accelerator with streams: callers whose inputs are still being
+    written on a side stream (behind a chain of large matmuls) get the right outputs, from
+    the blocking call (the caller runs the batch) and from submit (the worker runs it)."""
+    if device.type == "cpu":
+        return {"checked": False, "reason": "the host has no streams"}
+    side = torch.Stream(device=device)
+    big = torch.randn(2048, 2048, device=device)
+    ok = True
+    with batch_queue(lambda x: x * 2, max_batch_size=8, max_delay_ms=1) as queue:
+        for k in range(8):
+            with torch.inference_mode(), side:  # the caller's current stream is `side`
+                delay = big
+                for _ in range(8):
+                    delay = delay @ big * 1e-3
+                x = (delay[:1, :16] * 0 + k).contiguous()  # written last, on `side`
+                out = queue(x) if k % 2 else queue.submit(x).result(timeout=60)
+                ok &= bool((out.cpu() == 2 * k).all())
+    print(f"side-stream callers: {'correct' if ok else 'WRONG OUTPUTS'}", flush=True)
+    return {"checked": True, "correct": ok}
+
+
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -549,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} intra-op "
           f"threads, BatchQueue from {source}", flush=True)  # fmt: skip
     started = time.perf_counter()
+    streams_check = check_side_stream_callers(batch_queue, device)
     results: list[dict[str, Any]] = []
     queue_stats: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
@@ -580,12 +603,16 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": table,
         "batchqueue_stats": queue_stats,
         "noop_overhead": overhead,
+        "side_stream_check": streams_check,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print_ratios(table)
     print(f"wrote {args.json} ({report['wall_seconds']} s)")
+    if streams_check.get("correct") is False:
+        print("error: a caller on a side stream got wrong outputs (see above)", file=sys.stderr)
+        return 1
     if args.plot is not None:
         plot(args.plot, results, str(device))
         print(f"wrote {args.plot}")

@@ -893,10 +893,10 @@ class StandInStreams:
         self.log: list[tuple[str, int]] = []
         self.keep_waits = keep_waits
 
-    def default_stream(self, device):
+    def default_stream(self, x):
         return self.default
 
-    def current_stream(self, device=None):
+    def current_stream(self, x=None):
         return getattr(self.local, "stream", self.default)
 
     def set_stream(self, stream) -> None:
