@@ -27,6 +27,7 @@ import asyncio
 import importlib.util
 import json
 import platform
+import resource
 import sys
 import tempfile
 import threading
@@ -371,35 +372,48 @@ def bench_model(
     return sum(p.numel() for p in model.parameters()), results, queue_stats
 
 
+def noop_run(batch_queue: type, kind: str, inputs: list[torch.Tensor], args: argparse.Namespace):
+    """One no-op window: (us per request, process CPU us per request, context switches per
+    request). CPU time and switches (getrusage: all threads of this process) cover the whole
+    queue lifetime, divided by the requests it completed."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    queue = batch_queue(lambda x: x, max_batch_size=len(inputs), max_delay_ms=args.max_delay_ms)
+    with queue:
+        window = Window(args.warmup, args.seconds)
+        if kind == "asyncio":
+            sample = run_async_clients(queue.submit_async, inputs, window, rows=1)
+        else:
+            sample = run_clients(queue, inputs, window, rows=1)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    done = max(1, queue.stats()["requests"])
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / done
+    switches = (after.ru_nvcsw + after.ru_nivcsw - before.ru_nvcsw - before.ru_nivcsw) / done
+    return 1e6 / sample.summary()["throughput_rps"], cpu * 1e6, switches
+
+
 def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str, Any]:
     """The queue's own cost with a no-op fn, in microseconds per request.
 
     closed_loop: N client threads each calling queue(x), so every request also pays for a
     thread wake-up; asyncio: N asyncio tasks on one event loop awaiting submit_async(x);
-    pipelined: one thread submits bursts of 64 futures, then waits for them.
+    pipelined: one thread submits bursts of 64 futures, then waits for them. For the first
+    two it also reports the process CPU time and the context switches per request: what
+    the time is spent on (Python work, or threads waking).
     """
     inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
-    closed: dict[str, float] = {}
+    per_request: dict[str, dict[str, float]] = {"threads": {}, "asyncio": {}}
+    detail: dict[str, dict[str, dict[str, float]]] = {"threads": {}, "asyncio": {}}
     for clients in args.clients:
-        queue = batch_queue(lambda x: x, max_batch_size=clients, max_delay_ms=args.max_delay_ms)
-        with queue:
-            window = Window(args.warmup, args.seconds)
-            summary = run_clients(queue, inputs[:clients], window, rows=1).summary()
-        closed[str(clients)] = 1e6 / summary["throughput_rps"]
-        print(
-            f"no-op        closed loop clients={clients:3d}  {closed[str(clients)]:6.1f} us/request"
-        )
-    asynchronous: dict[str, float] = {}
-    for clients in args.clients:
-        queue = batch_queue(lambda x: x, max_batch_size=clients, max_delay_ms=args.max_delay_ms)
-        with queue:
-            window = Window(args.warmup, args.seconds)
-            sample = run_async_clients(queue.submit_async, inputs[:clients], window, rows=1)
-        asynchronous[str(clients)] = 1e6 / sample.summary()["throughput_rps"]
-        print(
-            f"no-op        asyncio     clients={clients:3d}  "
-            f"{asynchronous[str(clients)]:6.1f} us/request"
-        )
+        for kind in ("threads", "asyncio"):  # side by side, so both see the same load
+            us, cpu_us, switches = noop_run(batch_queue, kind, inputs[:clients], args)
+            per_request[kind][str(clients)] = us
+            detail[kind][str(clients)] = {"cpu_us_per_request": cpu_us,
+                                          "switches_per_request": switches}  # fmt: skip
+            print(
+                f"no-op        {kind:8s} clients={clients:3d}  {us:6.1f} us/request  "
+                f"(process CPU {cpu_us:5.1f} us, {switches:4.2f} context switches per request)",
+                flush=True,
+            )
 
     burst = 64
     queue = batch_queue(lambda x: x, max_batch_size=burst, max_delay_ms=args.max_delay_ms)
@@ -414,8 +428,10 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
     pipelined = 1e6 / summary["throughput_rps"]
     print(f"{'no-op':12s} pipelined submit, bursts of {burst}: {pipelined:6.1f} us/request")
     return {
-        "closed_loop_us_per_request": closed,
-        "asyncio_us_per_request": asynchronous,
+        "closed_loop_us_per_request": per_request["threads"],
+        "asyncio_us_per_request": per_request["asyncio"],
+        "closed_loop_detail": detail["threads"],
+        "asyncio_detail": detail["asyncio"],
         "pipelined_us_per_request": pipelined,
     }
 
