@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import random
+import signal
 import sys
 import threading
 import time
@@ -964,3 +965,79 @@ def test_caller_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch):
         assert queue(rows(1.0))[0, 0].item() == 2.0
         assert queue.submit(rows(2.0)).result(WAIT)[0, 0].item() == 4.0
     assert streams.log == []
+
+
+# ---------------------------------------------------------------- runners: death, interrupts
+
+
+def test_fn_killing_a_calling_thread_that_runs_the_batch_fails_the_queue_with_the_cause(bq):
+    killer = WorkerKiller("boom on a caller")
+    started, gate = threading.Event(), threading.Event()
+
+    def fn(x):
+        if x[0, 0].item() == 1.0:
+            started.set()
+            assert gate.wait(WAIT)
+            raise killer
+        return x
+
+    queue = bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0)
+    raised: list[BaseException] = []
+
+    def runner_caller() -> None:
+        try:
+            queue(rows(1.0))  # the queue is idle: this thread runs the batch
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=runner_caller, daemon=True)
+    caller.start()
+    assert started.wait(WAIT)
+    queued = [queue.submit(rows(2.0)) for _ in range(3)]
+    gate.set()
+    caller.join(WAIT)
+    assert raised == [killer]  # the calling thread gets the BaseException itself
+    for future in queued:
+        exc = future.exception(WAIT)
+        assert isinstance(exc, RuntimeError) and exc.__cause__ is killer
+        assert "thread running a batch" in str(exc)
+    with pytest.raises(RuntimeError, match="died") as info:
+        queue(rows(2.0))
+    assert info.value.__cause__ is killer
+    queue.close()
+
+
+def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
+    """SIGINT while the main thread waits in queue(x): it raises KeyboardInterrupt, its
+    request is dropped, and the queue keeps serving."""
+    started, gate = threading.Event(), threading.Event()
+    seen: list[float] = []
+
+    def fn(x):
+        seen.extend(x[:, 0].tolist())
+        if not started.is_set():
+            started.set()
+            assert gate.wait(WAIT)
+        return x * 2
+
+    main = threading.main_thread()
+    assert threading.current_thread() is main, "SIGINT reaches the main thread only"
+    with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=0) as queue:
+        holder = queue.submit(rows(1.0))
+        assert started.wait(WAIT)
+
+        def interrupt() -> None:
+            wait_until(lambda: queue.stats()["pending"] == 1, "the main thread's request queued")
+            time.sleep(0.05)  # the main thread is blocked in acquire() by now
+            signal.pthread_kill(main.ident, signal.SIGINT)
+
+        sender = threading.Thread(target=interrupt, daemon=True)
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            queue(rows(5.0))
+        sender.join(WAIT)
+        assert queue.stats()["pending"] == 0  # dropped, not left for a batch
+        gate.set()
+        assert holder.result(WAIT)[0, 0].item() == 2.0
+        assert queue(rows(3.0))[0, 0].item() == 6.0  # the queue still serves
+    assert seen == [1.0, 3.0]
