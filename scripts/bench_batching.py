@@ -54,12 +54,12 @@ class UsageError(Exception):
 # ---------------------------------------------------------------- BatchQueue source
 
 
-def load_module(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location("bench_batch_queue", path)
+def load_module(path: Path, name: str = "bench_batch_queue") -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -436,6 +436,29 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
     }
 
 
+def bench_noop_baseline(batch_queue: type, args: argparse.Namespace) -> dict[str, Any]:
+    """No-op cost of the baseline queue and of the one under test, client threads, taking
+    turns per client count (so both see the same load); ratio < 1: the one under test is
+    cheaper."""
+    path = args.baseline_batch_queue_file
+    baseline = load_module(path, "bench_baseline_batch_queue").BatchQueue
+    inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
+    table: dict[str, dict[str, float]] = {}
+    for clients in args.clients:
+        runs: dict[str, list[float]] = {"tested": [], "baseline": []}
+        for _ in range(2):  # alternating, best of two each
+            runs["tested"].append(noop_run(batch_queue, "threads", inputs[:clients], args)[0])
+            runs["baseline"].append(noop_run(baseline, "threads", inputs[:clients], args)[0])
+        tested, base = min(runs["tested"]), min(runs["baseline"])
+        table[str(clients)] = {"tested_us": tested, "baseline_us": base, "ratio": tested / base}
+        print(
+            f"no-op        threads  clients={clients:3d}  {tested:6.1f} us/request, baseline "
+            f"{base:6.1f}: {tested / base:4.2f}x",
+            flush=True,
+        )
+    return {"file": str(path), "threads_us_per_request": table}
+
+
 def check_side_stream_callers(batch_queue: type, device: torch.device) -> dict[str, Any]:
     """Correctness on an accelerator with streams: callers whose inputs are still being
     written on a side stream (behind a chain of large matmuls) get the right outputs, from
@@ -531,6 +554,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-overhead", action="store_true", help="skip the no-op overhead")
     parser.add_argument("--batch-queue-file", type=Path, help="path of batch_queue.py to use")
+    parser.add_argument("--baseline-batch-queue-file", type=Path,
+                        help="another batch_queue.py (e.g. an older version) whose no-op cost "
+                             "is measured side by side with the one under test")  # fmt: skip
     parser.add_argument("--tree", type=Path, help="patched PyTorch tree holding BatchQueue")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (0.6 if args.quick else 2.0)
@@ -544,6 +570,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(f"--clients {args.clients!r}: give integers like 1,8,32,64") from None
     if not args.clients or min(args.clients) < 1:
         raise UsageError("--clients: every client count must be >= 1")
+    if args.baseline_batch_queue_file and not args.baseline_batch_queue_file.is_file():
+        raise UsageError(
+            f"--baseline-batch-queue-file {args.baseline_batch_queue_file}: no such file"
+        )
     args.models = split_choices("--models", args.models, MODELS)
     args.modes = split_choices("--modes", args.modes, MODES)
     return args
@@ -596,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         results += rows
         queue_stats += stats
     overhead = None if args.no_overhead else bench_noop_overhead(batch_queue, args)
+    if overhead is not None and args.baseline_batch_queue_file is not None:
+        overhead["baseline"] = bench_noop_baseline(batch_queue, args)
     table = ratios(results)
     report = {
         "device": str(device),

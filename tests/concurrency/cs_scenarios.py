@@ -618,9 +618,7 @@ def throughput(params: dict[str, Any], rep: Reporter) -> None:
             requests, tally["seconds"], tally["wrong"], tally["errors"], threads=CLIENTS
         )
         table["batch_queue"] = _batch_queue_row(params, model, rows, goldens, per_client, True)
-        table["batch_queue_fut"] = _batch_queue_row(
-            params, model, rows, goldens, per_client, False
-        )
+        table["batch_queue_fut"] = _batch_queue_row(params, model, rows, goldens, per_client, False)
         for row in table.values():
             if row.get("requests_per_s"):
                 row["vs_serial"] = round(
