@@ -10,8 +10,10 @@ Modes, for each model and client count N:
   locked      N threads, one global lock around model(x) and the copy to the host
   threads     N threads, no lock (cpu/cuda only: MPS crashes without our patches)
   batchqueue  N threads calling one BatchQueue(model, max_batch_size=N)
+  asyncio     N asyncio tasks on one event loop awaiting BatchQueue.submit_async
   offline     one thread, batch N, back to back: the limit for this model and device
-It also measures the queue's own cost: microseconds per request with a no-op model.
+It also measures the queue's own cost: microseconds per request with a no-op model, for
+client threads and for asyncio clients.
 
 BatchQueue comes from --batch-queue-file, else the installed torch (torch.mps.BatchQueue),
 else the patched reference tree of this project (--tree DIR, or the series applied to the
@@ -21,9 +23,11 @@ v2.9.1 reference files). With --batch-queue-file only torch is needed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import platform
+import resource
 import sys
 import tempfile
 import threading
@@ -37,7 +41,8 @@ from torch import nn
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODULE_IN_TREE = Path("torch") / "mps" / "batch_queue.py"
-MODES = ("offline", "locked", "threads", "batchqueue")
+MODES = ("offline", "locked", "threads", "batchqueue", "asyncio")
+QUEUE_MODES = ("batchqueue", "asyncio")
 SEQ_LEN, D_MODEL = 64, 256
 MLP_WIDTH = 1024
 
@@ -49,12 +54,12 @@ class UsageError(Exception):
 # ---------------------------------------------------------------- BatchQueue source
 
 
-def load_module(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location("bench_batch_queue", path)
+def load_module(path: Path, name: str = "bench_batch_queue") -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageError(f"cannot load {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -221,6 +226,37 @@ def run_clients(
     return window.sample(records)
 
 
+def run_async_clients(
+    submit_async: Callable[[torch.Tensor], Any],
+    inputs: list[torch.Tensor],
+    window: Window,
+    rows: int,
+) -> Sample:
+    """One asyncio task per input awaits submit_async(input) in a closed loop until the window
+    ends; all tasks share one event loop on one thread."""
+    records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
+    ready = threading.Barrier(2)
+
+    async def client(x: torch.Tensor, out: list[tuple[float, float, int]]) -> None:
+        now = time.perf_counter
+        while not window.stop.is_set():
+            started = now()
+            await submit_async(x)
+            finished = now()
+            out.append((finished, finished - started, rows))
+
+    async def serve() -> None:
+        ready.wait()
+        await asyncio.gather(*(client(x, out) for x, out in zip(inputs, records, strict=True)))
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    loop_thread.start()
+    ready.wait()
+    window.run(records)
+    loop_thread.join()
+    return window.sample(records)
+
+
 def to_host(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """The last step of every request: the output on the host (a no-op on CPU)."""
     if device.type == "cpu":
@@ -263,7 +299,10 @@ def measure_mode(
     )
     opened = time.perf_counter()
     with queue:
-        sample = run_clients(queue, inputs, window, rows=1)
+        if mode == "asyncio":
+            sample = run_async_clients(queue.submit_async, inputs, window, rows=1)
+        else:
+            sample = run_clients(queue, inputs, window, rows=1)
     return sample, {**queue.stats(), "open_seconds": time.perf_counter() - opened}
 
 
@@ -299,26 +338,32 @@ def bench_model(
     for clients in args.clients:
         inputs = [torch.randn(1, *shape, device=device) for _ in range(clients)]
         samples = {mode: Sample() for mode in args.modes}
-        batches = rows_run = busy = open_seconds = 0.0
+        totals = {
+            mode: dict.fromkeys(("batches", "rows", "busy", "open"), 0.0) for mode in args.modes
+        }
         for _ in range(args.rounds):
             for mode in args.modes:
                 sample, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
                 samples[mode].add(sample)
                 if stats is not None:
-                    batches += stats["batches"]
-                    rows_run += stats["batches"] * stats["mean_batch_size"]
-                    busy += stats["busy_seconds"]
-                    open_seconds += stats["open_seconds"]
+                    total = totals[mode]
+                    total["batches"] += stats["batches"]
+                    total["rows"] += stats["batches"] * stats["mean_batch_size"]
+                    total["busy"] += stats["busy_seconds"]
+                    total["open"] += stats["open_seconds"]
         for mode in args.modes:
             summary = samples[mode].summary()
             results.append({"model": name, "mode": mode, "clients": clients, **summary})
             note = ""
-            if mode == "batchqueue":
-                mean_batch = rows_run / batches if batches else 0.0
-                queue_stats.append({"model": name, "clients": clients, "batches": int(batches),
+            if mode in QUEUE_MODES:
+                total = totals[mode]
+                mean_batch = total["rows"] / total["batches"] if total["batches"] else 0.0
+                busy = total["busy"] / total["open"]
+                queue_stats.append({"model": name, "mode": mode, "clients": clients,
+                                    "batches": int(total["batches"]),
                                     "mean_batch_size": mean_batch,
-                                    "worker_busy_fraction": busy / open_seconds})  # fmt: skip
-                note = f"  mean batch {mean_batch:.1f}, worker busy {busy / open_seconds:.0%}"
+                                    "runner_busy_fraction": busy})  # fmt: skip
+                note = f"  mean batch {mean_batch:.1f}, runner busy {busy:.0%}"
             print(
                 f"{name:12s} {mode:10s} clients={clients:3d}  {summary['throughput_rps']:10.1f} "
                 f"req/s  p50 {summary['p50_ms']:8.2f} ms  p99 {summary['p99_ms']:8.2f} ms{note}",
@@ -327,23 +372,48 @@ def bench_model(
     return sum(p.numel() for p in model.parameters()), results, queue_stats
 
 
+def noop_run(batch_queue: type, kind: str, inputs: list[torch.Tensor], args: argparse.Namespace):
+    """One no-op window: (us per request, process CPU us per request, context switches per
+    request). CPU time and switches (getrusage: all threads of this process) cover the whole
+    queue lifetime, divided by the requests it completed."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    queue = batch_queue(lambda x: x, max_batch_size=len(inputs), max_delay_ms=args.max_delay_ms)
+    with queue:
+        window = Window(args.warmup, args.seconds)
+        if kind == "asyncio":
+            sample = run_async_clients(queue.submit_async, inputs, window, rows=1)
+        else:
+            sample = run_clients(queue, inputs, window, rows=1)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    done = max(1, queue.stats()["requests"])
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / done
+    switches = (after.ru_nvcsw + after.ru_nivcsw - before.ru_nvcsw - before.ru_nivcsw) / done
+    return 1e6 / sample.summary()["throughput_rps"], cpu * 1e6, switches
+
+
 def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str, Any]:
     """The queue's own cost with a no-op fn, in microseconds per request.
 
     closed_loop: N client threads each calling queue(x), so every request also pays for a
-    thread wake-up; pipelined: one thread submits bursts of 64 futures, then waits for them.
+    thread wake-up; asyncio: N asyncio tasks on one event loop awaiting submit_async(x);
+    pipelined: one thread submits bursts of 64 futures, then waits for them. For the first
+    two it also reports the process CPU time and the context switches per request: what
+    the time is spent on (Python work, or threads waking).
     """
     inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
-    closed: dict[str, float] = {}
+    per_request: dict[str, dict[str, float]] = {"threads": {}, "asyncio": {}}
+    detail: dict[str, dict[str, dict[str, float]]] = {"threads": {}, "asyncio": {}}
     for clients in args.clients:
-        queue = batch_queue(lambda x: x, max_batch_size=clients, max_delay_ms=args.max_delay_ms)
-        with queue:
-            window = Window(args.warmup, args.seconds)
-            summary = run_clients(queue, inputs[:clients], window, rows=1).summary()
-        closed[str(clients)] = 1e6 / summary["throughput_rps"]
-        print(
-            f"no-op        closed loop clients={clients:3d}  {closed[str(clients)]:6.1f} us/request"
-        )
+        for kind in ("threads", "asyncio"):  # side by side, so both see the same load
+            us, cpu_us, switches = noop_run(batch_queue, kind, inputs[:clients], args)
+            per_request[kind][str(clients)] = us
+            detail[kind][str(clients)] = {"cpu_us_per_request": cpu_us,
+                                          "switches_per_request": switches}  # fmt: skip
+            print(
+                f"no-op        {kind:8s} clients={clients:3d}  {us:6.1f} us/request  "
+                f"(process CPU {cpu_us:5.1f} us, {switches:4.2f} context switches per request)",
+                flush=True,
+            )
 
     burst = 64
     queue = batch_queue(lambda x: x, max_batch_size=burst, max_delay_ms=args.max_delay_ms)
@@ -357,19 +427,70 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
         summary = run_clients(submit_burst, inputs[:1], window, burst).summary()
     pipelined = 1e6 / summary["throughput_rps"]
     print(f"{'no-op':12s} pipelined submit, bursts of {burst}: {pipelined:6.1f} us/request")
-    return {"closed_loop_us_per_request": closed, "pipelined_us_per_request": pipelined}
+    return {
+        "closed_loop_us_per_request": per_request["threads"],
+        "asyncio_us_per_request": per_request["asyncio"],
+        "closed_loop_detail": detail["threads"],
+        "asyncio_detail": detail["asyncio"],
+        "pipelined_us_per_request": pipelined,
+    }
+
+
+def bench_noop_baseline(batch_queue: type, args: argparse.Namespace) -> dict[str, Any]:
+    """No-op cost of the baseline queue and of the one under test, client threads, taking
+    turns per client count (so both see the same load); ratio < 1: the one under test is
+    cheaper."""
+    path = args.baseline_batch_queue_file
+    baseline = load_module(path, "bench_baseline_batch_queue").BatchQueue
+    inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
+    table: dict[str, dict[str, float]] = {}
+    for clients in args.clients:
+        runs: dict[str, list[float]] = {"tested": [], "baseline": []}
+        for _ in range(2):  # alternating, best of two each
+            runs["tested"].append(noop_run(batch_queue, "threads", inputs[:clients], args)[0])
+            runs["baseline"].append(noop_run(baseline, "threads", inputs[:clients], args)[0])
+        tested, base = min(runs["tested"]), min(runs["baseline"])
+        table[str(clients)] = {"tested_us": tested, "baseline_us": base, "ratio": tested / base}
+        print(
+            f"no-op        threads  clients={clients:3d}  {tested:6.1f} us/request, baseline "
+            f"{base:6.1f}: {tested / base:4.2f}x",
+            flush=True,
+        )
+    return {"file": str(path), "threads_us_per_request": table}
+
+
+def check_side_stream_callers(batch_queue: type, device: torch.device) -> dict[str, Any]:
+    """Correctness on an accelerator with streams: callers whose inputs are still being
+    written on a side stream (behind a chain of large matmuls) get the right outputs, from
+    the blocking call (the caller runs the batch) and from submit (the worker runs it)."""
+    if device.type == "cpu":
+        return {"checked": False, "reason": "the host has no streams"}
+    side = torch.Stream(device=device)
+    big = torch.randn(2048, 2048, device=device)
+    ok = True
+    with batch_queue(lambda x: x * 2, max_batch_size=8, max_delay_ms=1) as queue:
+        for k in range(8):
+            with torch.inference_mode(), side:  # the caller's current stream is `side`
+                delay = big
+                for _ in range(8):
+                    delay = delay @ big * 1e-3
+                x = (delay[:1, :16] * 0 + k).contiguous()  # written last, on `side`
+                out = queue(x) if k % 2 else queue.submit(x).result(timeout=60)
+                ok &= bool((out.cpu() == 2 * k).all())
+    print(f"side-stream callers: {'correct' if ok else 'WRONG OUTPUTS'}", flush=True)
+    return {"checked": True, "correct": ok}
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (model, mode, clients), rps in by_key.items():
-        if mode != "batchqueue":
+        if mode not in QUEUE_MODES:
             continue
         entry = out.setdefault(model, {}).setdefault(str(clients), {})
         for other in ("locked", "offline"):
             if (model, other, clients) in by_key:
-                entry[f"batchqueue_vs_{other}"] = rps / by_key[(model, other, clients)]
+                entry[f"{mode}_vs_{other}"] = rps / by_key[(model, other, clients)]
     return out
 
 
@@ -390,7 +511,7 @@ def plot(path: Path, results: list[dict[str, Any]], device: str) -> None:
             if rows:
                 ax.plot([r["clients"] for r in rows], [r["throughput_rps"] for r in rows],
                         marker="o", label=mode)  # fmt: skip
-        ax.set(title=f"{model} on {device}", xlabel="client threads", ylabel="requests/s")
+        ax.set(title=f"{model} on {device}", xlabel="clients", ylabel="requests/s")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
@@ -400,7 +521,7 @@ def plot(path: Path, results: list[dict[str, Any]], device: str) -> None:
 
 
 def print_ratios(table: dict[str, dict[str, dict[str, float]]]) -> None:
-    print("\nratios (throughput of batchqueue / other mode, same run):")
+    print("\nratios (throughput of batchqueue (threads) or asyncio / other mode, same run):")
     for model, per_clients in table.items():
         for clients, entry in per_clients.items():
             text = "  ".join(f"{k} {v:6.2f}x" for k, v in entry.items())
@@ -424,11 +545,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="unmeasured seconds first (default 0.5)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--max-batch-size", type=int, help="default: the client count")
-    parser.add_argument("--switch-interval-ms", type=float, default=None,
-                        help="sys.setswitchinterval for the run (default: Python's, 5 ms); a "
-                             "probe of how much GIL hand-offs between threads cost")
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for the run (default: Python's, 5 ms); a "
+        "probe of how much GIL hand-offs between threads cost",
+    )
     parser.add_argument("--no-overhead", action="store_true", help="skip the no-op overhead")
     parser.add_argument("--batch-queue-file", type=Path, help="path of batch_queue.py to use")
+    parser.add_argument("--baseline-batch-queue-file", type=Path,
+                        help="another batch_queue.py (e.g. an older version) whose no-op cost "
+                             "is measured side by side with the one under test")  # fmt: skip
     parser.add_argument("--tree", type=Path, help="patched PyTorch tree holding BatchQueue")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (0.6 if args.quick else 2.0)
@@ -442,6 +570,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(f"--clients {args.clients!r}: give integers like 1,8,32,64") from None
     if not args.clients or min(args.clients) < 1:
         raise UsageError("--clients: every client count must be >= 1")
+    if args.baseline_batch_queue_file and not args.baseline_batch_queue_file.is_file():
+        raise UsageError(
+            f"--baseline-batch-queue-file {args.baseline_batch_queue_file}: no such file"
+        )
     args.models = split_choices("--models", args.models, MODELS)
     args.modes = split_choices("--modes", args.modes, MODES)
     return args
@@ -485,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} intra-op "
           f"threads, BatchQueue from {source}", flush=True)  # fmt: skip
     started = time.perf_counter()
+    streams_check = check_side_stream_callers(batch_queue, device)
     results: list[dict[str, Any]] = []
     queue_stats: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
@@ -493,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         results += rows
         queue_stats += stats
     overhead = None if args.no_overhead else bench_noop_overhead(batch_queue, args)
+    if overhead is not None and args.baseline_batch_queue_file is not None:
+        overhead["baseline"] = bench_noop_baseline(batch_queue, args)
     table = ratios(results)
     report = {
         "device": str(device),
@@ -516,12 +651,16 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": table,
         "batchqueue_stats": queue_stats,
         "noop_overhead": overhead,
+        "side_stream_check": streams_check,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print_ratios(table)
     print(f"wrote {args.json} ({report['wall_seconds']} s)")
+    if streams_check.get("correct") is False:
+        print("error: a caller on a side stream got wrong outputs (see above)", file=sys.stderr)
+        return 1
     if args.plot is not None:
         plot(args.plot, results, str(device))
         print(f"wrote {args.plot}")

@@ -7,8 +7,10 @@ torch package cannot be imported on Linux, but the module only uses the public t
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import random
+import signal
 import sys
 import threading
 import time
@@ -16,6 +18,7 @@ from collections import Counter, namedtuple
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -617,3 +620,424 @@ def test_stress_every_request_completes_exactly_once(bq, drain):
     assert stats["requests"] == kinds["ok"]
     assert stats["failed_requests"] == kinds["poison"]
     assert stats["mean_batch_size"] > 2
+
+
+# ---------------------------------------------------------------- the idle fast path
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.001)
+
+
+def test_idle_queue_runs_the_batch_on_the_calling_thread(bq):
+    threads_seen = []
+
+    def fn(x):
+        threads_seen.append(threading.current_thread())
+        return x * 2
+
+    with bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0) as queue:
+        assert queue(rows(3.0))[0, 0].item() == 6.0
+        assert queue(rows(4.0))[0, 0].item() == 8.0
+    assert threads_seen == [threading.current_thread()] * 2  # no hand-off to the worker
+
+
+def test_requests_arriving_during_a_callers_batch_join_the_next_in_order_and_isolated(bq):
+    """The first caller runs its batch; later ones queue, in order, and one of them runs
+    the next batch on its own thread, where the poisoned request fails alone."""
+    gate, started = threading.Event(), threading.Event()
+    batches: list[tuple[list[float], threading.Thread]] = []
+
+    def fn(x):
+        if not started.is_set():
+            started.set()
+            assert gate.wait(WAIT)
+        batches.append((x[:, 0].tolist(), threading.current_thread()))
+        return poison_sensitive(x)
+
+    values = [1.0, 2.0, -1.0, 4.0, 5.0]
+    results: dict[float, Any] = {}
+
+    def client(value: float) -> None:
+        try:
+            results[value] = queue(rows(value))[0, 0].item()
+        except ValueError as exc:
+            results[value] = exc
+
+    with bq.BatchQueue(fn, max_batch_size=64, max_delay_ms=0) as queue:
+        first = threading.Thread(target=client, args=(0.5,), name="first-caller", daemon=True)
+        first.start()
+        assert started.wait(WAIT)
+        callers = []
+        for i, value in enumerate(values):  # one at a time: submission order is known
+            callers.append(threading.Thread(target=client, args=(value,), daemon=True))
+            callers[-1].start()
+            wait_until(lambda i=i: queue.stats()["pending"] == i + 1, f"{i + 1} are queued")
+        gate.set()
+        for t in [first, *callers]:
+            t.join(WAIT)
+            assert not t.is_alive()
+    assert batches[0] == ([0.5], first)  # ran on the caller that found the queue idle
+    assert batches[1][0] == values  # one batch, in submission order
+    assert batches[1][1] in callers  # run by a waiting caller, not by the worker
+    assert results[0.5] == 1.0
+    for value in values:
+        if value < 0:
+            assert isinstance(results[value], ValueError)
+        else:
+            assert results[value] == 2 * value
+
+
+# ---------------------------------------------------------------- asyncio clients
+
+
+def run_loop_in_thread(coroutine) -> tuple[threading.Thread, dict]:
+    """Run ``coroutine`` with asyncio.run on a new thread; the outcome lands in the dict."""
+    box: dict[str, Any] = {}
+
+    def main() -> None:
+        try:
+            box["result"] = asyncio.run(coroutine)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def test_submit_async_returns_each_clients_rows(bq):
+    async def main(queue):
+        outs = await asyncio.gather(*(queue.submit_async(rows(float(i))) for i in range(20)))
+        return [o[0, 0].item() for o in outs]
+
+    with bq.BatchQueue(lambda x: x * 2, max_batch_size=8, max_delay_ms=5) as queue:
+        assert asyncio.run(main(queue)) == [2.0 * i for i in range(20)]
+        stats = queue.stats()
+    assert stats["requests"] == 20
+    assert stats["mean_batch_size"] > 1.0
+
+
+def test_thread_future_and_asyncio_clients_share_batches_across_event_loops(bq):
+    gate, started = threading.Event(), threading.Event()
+    batches: list[list[float]] = []
+
+    def fn(x):
+        if not started.is_set():
+            started.set()
+            assert gate.wait(WAIT)
+        batches.append(x[:, 0].tolist())
+        return x * 2
+
+    async def loop_client(queue, values):
+        outs = await asyncio.gather(*(queue.submit_async(rows(v)) for v in values))
+        return [o[0, 0].item() for o in outs]
+
+    with bq.BatchQueue(fn, max_batch_size=64, max_delay_ms=0) as queue:
+        holder = queue.submit(rows(0.0))
+        assert started.wait(WAIT)  # the first batch holds the queue: the others all queue
+        thread_results: dict[float, float] = {}
+        threads = [
+            threading.Thread(
+                target=lambda v=v: thread_results.__setitem__(v, queue(rows(v))[0, 0].item()),
+                daemon=True,
+            )
+            for v in (1.0, 2.0, 3.0)
+        ]
+        for t in threads:
+            t.start()
+        futures = {v: queue.submit(rows(v)) for v in (4.0, 5.0)}
+        loops = [
+            run_loop_in_thread(loop_client(queue, [10.0 + k, 20.0 + k, 30.0 + k]))
+            for k in (0.0, 1.0)
+        ]
+        wait_until(lambda: queue.stats()["pending"] == 11, "all 11 requests are queued")
+        gate.set()
+        for t in threads:
+            t.join(WAIT)
+        for t, _ in loops:
+            t.join(WAIT)
+        assert holder.result(WAIT)[0, 0].item() == 0.0
+    assert thread_results == {1.0: 2.0, 2.0: 4.0, 3.0: 6.0}
+    assert {v: f.result(0)[0, 0].item() for v, f in futures.items()} == {4.0: 8.0, 5.0: 10.0}
+    assert [box.get("result") for _, box in loops] == [[20.0, 40.0, 60.0], [22.0, 42.0, 62.0]]
+    assert len(batches) == 2  # threads, futures and both event loops in one batch
+    assert sorted(batches[1]) == [1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 20.0, 21.0, 30.0, 31.0]
+
+
+def test_asyncio_client_cancelled_mid_batch_loses_only_its_result(bq):
+    gate, started = threading.Event(), threading.Event()
+
+    def fn(x):
+        started.set()
+        assert gate.wait(WAIT)
+        return x * 2
+
+    loop_errors: list[dict] = []
+
+    async def main(queue):
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+        doomed = asyncio.ensure_future(queue.submit_async(rows(1.0)))
+        kept = asyncio.ensure_future(queue.submit_async(rows(2.0)))
+        await asyncio.to_thread(started.wait, WAIT)  # both are in the running batch now
+        doomed.cancel()
+        await asyncio.sleep(0.01)
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        kept_value = (await kept)[0, 0].item()
+        after = (await queue.submit_async(rows(3.0)))[0, 0].item()
+        return kept_value, after
+
+    with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=20) as queue:
+        assert asyncio.run(main(queue)) == (4.0, 6.0)
+        stats = queue.stats()
+    assert stats["batches"] == 2
+    assert loop_errors == []  # no "InvalidStateError" or other error reached the loop
+
+
+def test_asyncio_client_cancelled_while_queued_is_left_out_of_its_batch(bq):
+    record = Recorder()
+
+    async def main(queue):
+        tasks = [asyncio.ensure_future(queue.submit_async(rows(float(i)))) for i in range(3)]
+        await asyncio.sleep(0)  # every task has queued its request
+        tasks[1].cancel()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    with bq.BatchQueue(record, max_batch_size=8, max_delay_ms=100) as queue:
+        outs = asyncio.run(main(queue))
+    assert isinstance(outs[1], asyncio.CancelledError)
+    assert outs[0][0, 0].item() == 0.0 and outs[2][0, 0].item() == 4.0
+    assert record.batches == [[0.0, 2.0]]
+
+
+def test_close_without_drain_fails_waiting_asyncio_clients(bq):
+    gate, started = threading.Event(), threading.Event()
+
+    def fn(x):
+        started.set()
+        assert gate.wait(WAIT)
+        return x
+
+    async def main(queue):
+        return await asyncio.gather(
+            *(queue.submit_async(rows(float(i))) for i in range(4)), return_exceptions=True
+        )
+
+    queue = bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0)
+    running = queue.submit(rows(9.0))
+    assert started.wait(WAIT)
+    loop_thread, box = run_loop_in_thread(main(queue))
+    wait_until(lambda: queue.stats()["pending"] == 4, "the asyncio clients are queued")
+    closer = threading.Thread(target=queue.close, kwargs={"drain": False}, daemon=True)
+    closer.start()
+    loop_thread.join(WAIT)
+    assert not loop_thread.is_alive()
+    assert len(box["result"]) == 4
+    for exc in box["result"]:
+        assert isinstance(exc, RuntimeError) and "closed (drain=False)" in str(exc)
+    gate.set()
+    closer.join(WAIT)
+    assert running.result(WAIT)[0, 0].item() == 9.0
+
+
+def test_async_with_drains_waiting_asyncio_clients_and_then_refuses(bq):
+    async def main():
+        queue = bq.BatchQueue(lambda x: x + 1, max_batch_size=100, max_delay_ms=60_000)
+        async with queue:
+            tasks = [asyncio.ensure_future(queue.submit_async(rows(float(i)))) for i in range(5)]
+            await asyncio.sleep(0.01)
+            assert not any(t.done() for t in tasks)  # waiting for the (long) delay
+        outs = [t.result()[0, 0].item() for t in tasks]  # aclose() drained them
+        with pytest.raises(RuntimeError, match="closed"):
+            await queue.submit_async(rows(1.0))
+        return outs, queue.closed
+
+    assert asyncio.run(main()) == ([1.0, 2.0, 3.0, 4.0, 5.0], True)
+
+
+# ---------------------------------------------------------------- stream ordering
+
+
+class StandInStream:
+    """A stream whose queued work runs only when an event recorded after it is waited for."""
+
+    def __init__(self, stream_id: int) -> None:
+        self.stream_id, self.device_index = stream_id, 0
+        self.pending: list = []
+
+
+class StandInEvent:
+    def __init__(self, stream: StandInStream) -> None:
+        self.stream, self.work = stream, list(stream.pending)
+
+    def complete(self) -> None:
+        for op in self.work:
+            if op in self.stream.pending:
+                self.stream.pending.remove(op)
+                op()
+
+
+class StandInStreams:
+    """Replaces batch_queue._streams: CPU tensors get streams; every call is logged."""
+
+    on_cpu = True
+
+    def __init__(self, keep_waits: bool = True) -> None:
+        self.default = StandInStream(0)
+        self.local = threading.local()
+        self.log: list[tuple[str, int]] = []
+        self.keep_waits = keep_waits
+
+    def default_stream(self, x):
+        return self.default
+
+    def current_stream(self, x=None):
+        return getattr(self.local, "stream", self.default)
+
+    def set_stream(self, stream) -> None:
+        self.local.stream = stream
+
+    def record(self, stream):
+        self.log.append(("record", stream.stream_id))
+        return StandInEvent(stream)
+
+    def wait(self, stream, event) -> None:
+        self.log.append(("wait", event.stream.stream_id))
+        if self.keep_waits:  # the stream runs nothing of its own before the event's work
+            event.complete()
+
+    def synchronize(self, event) -> None:
+        self.log.append(("synchronize", event.stream.stream_id))
+        event.complete()
+
+
+def stream_ordering_run(bq, monkeypatch, streams: StandInStreams) -> tuple[float, float]:
+    """A caller on side stream 7 submits an input its stream has not written yet; fn's output
+    is written by work queued on the batch's stream. Returns (value seen, value expected)."""
+    monkeypatch.setattr(bq, "_streams", streams)
+    gate = threading.Event()
+
+    def fn(x):
+        assert gate.wait(WAIT)
+        assert streams.current_stream() is streams.default  # the batch runs on its stream
+        out = torch.zeros_like(x)
+        streams.current_stream().pending.append(lambda: out.copy_(x * 2))
+        return out
+
+    side = StandInStream(7)
+    streams.set_stream(side)
+    try:
+        x = torch.zeros(1, 3)
+        side.pending.append(lambda: x.fill_(5.0))  # the caller's "kernel", not yet run
+        with bq.BatchQueue(fn, max_batch_size=4, max_delay_ms=0) as queue:
+            future = queue.submit(x)
+            assert streams.log == [("record", 7)]  # recorded at submit, before the batch
+            gate.set()
+            result = future.result(WAIT)[0, 0].item()
+    finally:
+        streams.set_stream(streams.default)
+    return result, 10.0
+
+
+def test_batch_waits_for_the_callers_stream_and_outputs_are_complete(bq, monkeypatch):
+    streams = StandInStreams()
+    seen, expected = stream_ordering_run(bq, monkeypatch, streams)
+    assert seen == expected
+    assert streams.log == [("record", 7), ("wait", 7), ("record", 0), ("synchronize", 0)]
+
+
+def test_stream_ordering_check_fails_when_the_wait_is_removed(bq, monkeypatch):
+    """Planted bug: the batch stream does not wait; the batch reads the unwritten input."""
+    seen, expected = stream_ordering_run(bq, monkeypatch, StandInStreams(keep_waits=False))
+    assert seen != expected
+
+
+def test_caller_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch):
+    streams = StandInStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    with bq.BatchQueue(lambda x: x * 2, max_batch_size=4, max_delay_ms=0) as queue:
+        assert queue(rows(1.0))[0, 0].item() == 2.0
+        assert queue.submit(rows(2.0)).result(WAIT)[0, 0].item() == 4.0
+    assert streams.log == []
+
+
+# ---------------------------------------------------------------- runners: death, interrupts
+
+
+def test_fn_killing_a_calling_thread_that_runs_the_batch_fails_the_queue_with_the_cause(bq):
+    killer = WorkerKiller("boom on a caller")
+    started, gate = threading.Event(), threading.Event()
+
+    def fn(x):
+        if x[0, 0].item() == 1.0:
+            started.set()
+            assert gate.wait(WAIT)
+            raise killer
+        return x
+
+    queue = bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0)
+    raised: list[BaseException] = []
+
+    def runner_caller() -> None:
+        try:
+            queue(rows(1.0))  # the queue is idle: this thread runs the batch
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=runner_caller, daemon=True)
+    caller.start()
+    assert started.wait(WAIT)
+    queued = [queue.submit(rows(2.0)) for _ in range(3)]
+    gate.set()
+    caller.join(WAIT)
+    assert raised == [killer]  # the calling thread gets the BaseException itself
+    for future in queued:
+        exc = future.exception(WAIT)
+        assert isinstance(exc, RuntimeError) and exc.__cause__ is killer
+        assert "thread running a batch" in str(exc)
+    with pytest.raises(RuntimeError, match="died") as info:
+        queue(rows(2.0))
+    assert info.value.__cause__ is killer
+    queue.close()
+
+
+def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
+    """SIGINT while the main thread waits in queue(x): it raises KeyboardInterrupt, its
+    request is dropped, and the queue keeps serving."""
+    started, gate = threading.Event(), threading.Event()
+    seen: list[float] = []
+
+    def fn(x):
+        seen.extend(x[:, 0].tolist())
+        if not started.is_set():
+            started.set()
+            assert gate.wait(WAIT)
+        return x * 2
+
+    main = threading.main_thread()
+    assert threading.current_thread() is main, "SIGINT reaches the main thread only"
+    with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=0) as queue:
+        holder = queue.submit(rows(1.0))
+        assert started.wait(WAIT)
+
+        def interrupt() -> None:
+            wait_until(lambda: queue.stats()["pending"] == 1, "the main thread's request queued")
+            time.sleep(0.05)  # the main thread is blocked in acquire() by now
+            signal.pthread_kill(main.ident, signal.SIGINT)
+
+        sender = threading.Thread(target=interrupt, daemon=True)
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            queue(rows(5.0))
+        sender.join(WAIT)
+        assert queue.stats()["pending"] == 0  # dropped, not left for a batch
+        gate.set()
+        assert holder.result(WAIT)[0, 0].item() == 2.0
+        assert queue(rows(3.0))[0, 0].item() == 6.0  # the queue still serves
+    assert seen == [1.0, 3.0]
