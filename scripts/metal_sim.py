@@ -113,6 +113,9 @@ SCENARIOS = (
     Scenario("handoff-events", TRACKING_OFF),
     Scenario("handoff-explicit-default"),
     Scenario("events"),
+    Scenario("write-handoff-default"),
+    Scenario("write-handoff-pool"),
+    Scenario("concurrent-slice-writes"),
     Scenario("guard"),
     Scenario("allocator", (("METALSIM_DEVICE_MEMORY_MB", "96"),)),
     Scenario("record-stream"),
@@ -167,6 +170,10 @@ PLANTED_BUGS = {
         "allocator", "id<MTLBuffer> MPSHeapAllocatorImpl::malloc(size_t size, uint32_t usage) {",
         ("MPSAllocator.mm",),
         "MPSHeapAllocatorImpl::malloc searches the buffer cache without the allocator's lock"),
+    "unordered-write": PlantedBug(
+        "write-handoff-default", "detail::noteWriteOnStream(", ("MPSStream.mm",),
+        "MPSStream's fill, copy and executeMPSGraph do not order their writes (in-place writes "
+        "across streams)"),
     "missing-wait": PlantedBug("handoff-no-wait", "", (),
                                "hand-off across streams with tracking off and no event"),
 }
@@ -438,6 +445,10 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
             raise SimError(f"cannot plant {name}: malloc() of {holder} takes no lock_guard; "
                            "update plant_bug() in scripts/metal_sim.py")
         text = text[:cut] + text[cut + len(lock):]
+    elif name == "unordered-write":
+        hooks = (bug.anchor, "detail::noteGraphResults(")
+        text = "".join(line for line in text.splitlines(keepends=True)
+                       if not any(hook in line for hook in hooks))
     copy = CACHE_DIR / "planted" / name / holder  # a stable path keeps its object cached
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(text)

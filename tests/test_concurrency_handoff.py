@@ -82,7 +82,8 @@ class FakeTensor:
 
     def __init__(self, data: torch.Tensor, stream: FakeStream | None = None) -> None:
         self.data = data
-        self.stream = stream  # the last stream that queued a write
+        self.stream = stream  # the stream whose write readers wait for (see write_tracking)
+        self.readers: set[FakeStream] = set()  # streams that queued reads since that write
 
 
 class FakeAsyncDevice(cs_handoff.HandoffOps):
@@ -90,7 +91,10 @@ class FakeAsyncDevice(cs_handoff.HandoffOps):
 
     automatic_streams: every non-main thread gets its own stream without opting in (our first
     MPS design); per_thread_mode: whether set_per_thread_streams exists and works; tracking:
-    a read waits for the tensor's last stream (our MPS series); honest_wait: wait_stream works.
+    a read waits for the tensor's producer (our MPS series); write_tracking (with tracking): an
+    in-place write waits for the tensor's readers and last writer and becomes its producer,
+    without it only a tensor's first writer is its producer (the series before writes were
+    ordered); honest_wait: wait_stream works.
     """
 
     def __init__(
@@ -101,12 +105,14 @@ class FakeAsyncDevice(cs_handoff.HandoffOps):
         honest_wait: bool = True,
         inline: bool = False,
         mode_gives_streams: bool = True,
+        write_tracking: bool = True,
     ) -> None:
         self.device = "fake"
         self.size = 8
         self.weight = torch.randn(8, 8, generator=torch.Generator().manual_seed(3)) / 3
         self.automatic_streams = automatic_streams
         self.tracking = tracking
+        self.write_tracking = write_tracking
         self.honest_wait = honest_wait
         self.inline = inline
         self.mode_gives_streams = mode_gives_streams
@@ -179,10 +185,21 @@ class FakeAsyncDevice(cs_handoff.HandoffOps):
         gen = torch.Generator().manual_seed(100 + k)
         return FakeTensor(torch.randn(8, 8, generator=gen))
 
+    def _order_write(self, out: FakeTensor, stream: FakeStream) -> None:
+        """Tracking of a write to `out` on `stream`: after its readers and producer, or not."""
+        if self.tracking and self.write_tracking:
+            for previous in {out.stream, *out.readers} - {None, stream}:
+                self.wait_stream(stream, previous)
+        if out.stream is None or not self.tracking or self.write_tracking:
+            out.stream = stream
+            out.readers = set()
+
     def _queue_write(self, out: FakeTensor, x: FakeTensor) -> None:
         stream = self.current_stream()
         if self.tracking and x.stream not in (None, stream):
             self.wait_stream(stream, x.stream)
+        x.readers.add(stream)
+        self._order_write(out, stream)
 
         def job() -> None:
             time.sleep(WORK_DELAY_S)
@@ -192,7 +209,11 @@ class FakeAsyncDevice(cs_handoff.HandoffOps):
             out.data.copy_(value)
 
         stream.enqueue(job)
-        out.stream = stream
+
+    def overwrite(self, x: FakeTensor) -> None:
+        stream = self.current_stream()
+        self._order_write(x, stream)
+        stream.enqueue(lambda: x.data.fill_(math.nan))
 
     def produce(self, x: FakeTensor) -> FakeTensor:
         out = FakeTensor(torch.full((8, 8), math.nan))
@@ -203,7 +224,8 @@ class FakeAsyncDevice(cs_handoff.HandoffOps):
         self._queue_write(out, x)
 
     def sentinel_like(self, x: FakeTensor) -> FakeTensor:
-        return FakeTensor(torch.full_like(x.data, math.nan))
+        # written (and finished) on the caller's stream, which becomes its producer
+        return FakeTensor(torch.full_like(x.data, math.nan), self.current_stream())
 
     def consume(self, y: FakeTensor, k: int) -> tuple[torch.Tensor, ...]:
         reader = self.current_stream()
@@ -288,6 +310,38 @@ class ClaimsTracking(FakeAsyncDevice):
 
 def test_a_backend_that_only_claims_tracking_is_caught() -> None:
     assert mismatch_reported(run_case("explicit_stream_to_main", ClaimsTracking()))
+
+
+# --------------------------------------------------------------------------- in-place writes
+
+
+def test_in_place_writes_on_a_shared_default_stream_pass() -> None:
+    section = run_case("in_place_writes_across_threads", FakeAsyncDevice(tracking=True))
+    assert section.failures == [], section.failures
+    assert section.figures["handoffs_checked"] == 2 * 8 * QUICK.iterations
+    assert 0 not in section.figures["writer_stream_ids"]  # the fake's mode gives streams
+
+
+def test_in_place_writes_across_streams_need_write_tracking() -> None:
+    """The series before writes were ordered: readers tracked, writes by non-producers not."""
+    section = run_case(
+        "in_place_writes_across_threads", FakeAsyncDevice(tracking=True, write_tracking=False)
+    )
+    assert mismatch_reported(section), section.failures
+    assert section.figures["write_mismatches"] > 0 and section.figures["read_mismatches"] > 0
+    assert any("in-place writes read on main" in f for f in section.failures), section.failures
+    assert any("before main's in-place writes" in f for f in section.failures), section.failures
+
+
+def test_in_place_writes_without_any_tracking_are_caught() -> None:
+    section = run_case("in_place_writes_across_threads", FakeAsyncDevice())
+    assert mismatch_reported(section), section.failures
+
+
+def test_in_place_writes_with_a_mode_that_gives_no_streams_are_flagged() -> None:
+    device = FakeAsyncDevice(tracking=True, mode_gives_streams=False)
+    section = run_case("in_place_writes_across_threads", device)
+    assert any("no write across streams was tested" in f for f in section.failures)
 
 
 # --------------------------------------------------------------------------- unsafe control

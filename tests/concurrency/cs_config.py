@@ -166,6 +166,7 @@ HANDOFF_CASE_NAMES: tuple[str, ...] = (
     "dataloader_pin_memory",
     "global_lock_program",
     "autograd_backward_on_worker",
+    "in_place_writes_across_threads",
     "per_thread_mode_to_main",
     "explicit_stream_to_main",
     "missing_wait_is_detected",

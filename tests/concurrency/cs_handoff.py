@@ -131,6 +131,10 @@ class HandoffOps:
     def produce_into(self, out: torch.Tensor, x: torch.Tensor) -> None:
         out.copy_(self.produce(x))
 
+    def overwrite(self, x: torch.Tensor) -> None:
+        """An in-place write of the whole tensor (NaN), queued on the current stream."""
+        x.fill_(math.nan)
+
     def sentinel_like(self, x: torch.Tensor) -> torch.Tensor:
         """A NaN-filled tensor, written before anything else is queued."""
         out = torch.full_like(x, math.nan)
@@ -305,6 +309,75 @@ def explicit_stream_to_main(ops: HandoffOps, sec: Section, params: dict[str, Any
     )
     sec.check(0 not in ids, f"a producer ran on the default stream (ids {sorted(ids)})")
     judge(sec, tally, count)
+
+
+def in_place_writes_across_threads(ops: HandoffOps, sec: Section, params: dict[str, Any]) -> None:
+    """In-place writes to tensors another thread's stream uses, no events, no synchronize.
+
+    Workers fill tensors made on main (`out.copy_(result)`; main must read the workers'
+    values), then main overwrites, in place, inputs that workers are still reading (`fill_`;
+    the workers must have read the old values). With per-thread streams where the device has
+    them (MPS: the backend orders known writes), else threads on the default stream.
+    """
+    count = _count(params)
+    goldens = [ops.golden(k) for k in range(count)]
+    use_mode = ops.per_thread_mode_gap() is None
+    mode = ops.per_thread_mode() if use_mode else contextlib.nullcontext()
+    stream_ids: set[int] = set()
+    ids_lock = threading.Lock()
+
+    def note_stream() -> None:
+        if ops.has_streams:
+            with ids_lock:
+                stream_ids.add(ops.stream_id(ops.current_stream()))
+
+    writes, reads = Tally(), Tally()
+    with mode, ThreadPoolExecutor(PRODUCER_THREADS, thread_name_prefix="handoff-writer") as pool:
+        inputs = [ops.input(k) for k in range(count)]
+        outs = [ops.sentinel_like(x) for x in inputs]  # made (and finished) on main
+
+        def fill(k: int) -> None:
+            note_stream()
+            ops.produce_into(outs[k], inputs[k])
+
+        fills = [pool.submit(fill, k) for k in range(count)]
+        for k, future in enumerate(fills):
+            future.result(timeout=RESULT_TIMEOUT_S)
+            writes.add(f"worker's write {k}", ops.consume(outs[k], k), goldens[k])
+
+        inputs = [ops.input(k) for k in range(count)]
+        queued = [threading.Event() for _ in range(count)]
+
+        def read(k: int) -> Any:
+            note_stream()
+            y = ops.produce(inputs[k])  # queued, still reading inputs[k]
+            queued[k].set()
+            return y
+
+        futures = [pool.submit(read, k) for k in range(count)]
+        for k in range(count):
+            if not queued[k].wait(RESULT_TIMEOUT_S):
+                raise TimeoutError(f"reader {k} did not queue its work within {RESULT_TIMEOUT_S} s")
+            ops.overwrite(inputs[k])  # in place, while the reader's work may still run
+        for k, future in enumerate(futures):
+            y = future.result(timeout=RESULT_TIMEOUT_S)
+            reads.add(f"read {k}", ops.consume(y, k), goldens[k])
+    judge(sec, writes, count, "workers' in-place writes read on main")
+    judge(sec, reads, count, "workers' reads before main's in-place writes")
+    sec.figures.update(
+        handoffs_checked=writes.checked + reads.checked,
+        mismatches=writes.mismatches + reads.mismatches,
+        write_mismatches=writes.mismatches,
+        read_mismatches=reads.mismatches,
+        writer_stream_ids=sorted(stream_ids),
+        per_thread_mode=use_mode,
+    )
+    if use_mode:
+        sec.check(
+            bool(stream_ids) and 0 not in stream_ids,
+            f"per-thread mode left writers on the default stream (ids {sorted(stream_ids)}): "
+            "no write across streams was tested",
+        )
 
 
 # --------------------------------------------------------------------------- unsafe control
@@ -588,6 +661,7 @@ HANDOFF_CASES: dict[str, HandoffCase] = {
     "dataloader_pin_memory": dataloader_pin_memory,
     "global_lock_program": global_lock_program,
     "autograd_backward_on_worker": autograd_backward_on_worker,
+    "in_place_writes_across_threads": in_place_writes_across_threads,
     "per_thread_mode_to_main": per_thread_mode_to_main,
     "explicit_stream_to_main": explicit_stream_to_main,
     "missing_wait_is_detected": missing_wait_is_detected,

@@ -90,16 +90,29 @@ struct Origin {
   }
 };
 
+// Bytes [begin, end) of a buffer; kernels and graphs touch all of it, blits their ranges.
+struct ByteRange {
+  size_t begin = 0;
+  size_t end = SIZE_MAX;
+  bool overlaps(const ByteRange& other) const {
+    return begin < other.end && other.begin < end;
+  }
+  bool covers(const ByteRange& other) const {
+    return begin <= other.begin && other.end <= end;
+  }
+};
+
 struct Access {
   size_t agent = 0;
   uint64_t epoch = 0; // 0: none
   Origin origin;
+  ByteRange range;
 };
 
 struct BufferHistory {
   uint64_t id = 0;
-  Access last_write;
-  std::vector<Access> reads; // since the last write, at most one per agent
+  std::vector<Access> writes; // the last write of every byte range still visible
+  std::vector<Access> reads; // since the writes of their bytes
 };
 
 struct Command {
@@ -108,6 +121,8 @@ struct Command {
   uint64_t value = 0;
   std::vector<id> reads; // retained buffers
   std::vector<id> writes;
+  std::vector<ByteRange> read_ranges; // per buffer of `reads`; empty: whole buffers
+  std::vector<ByteRange> write_ranges;
   std::function<void()> body; // moves bytes; runs under the engine lock
   std::string tag;
 };
@@ -312,30 +327,35 @@ bool unordered(const Access& earlier, size_t agent, const Clock& clock) {
   return earlier.epoch != 0 && earlier.agent != agent && earlier.epoch > clock.t[earlier.agent];
 }
 
-// One access of `agent` (at epoch, knowing `clock`) to a buffer; called with the lock held.
+template <typename Predicate>
+void eraseIf(std::vector<Access>& accesses, Predicate predicate) {
+  accesses.erase(std::remove_if(accesses.begin(), accesses.end(), predicate), accesses.end());
+}
+
+// One access of `agent` (at epoch, knowing `clock`) to bytes `range` of a buffer; called with the
+// lock held. Accesses of disjoint byte ranges (slices written by different queues) never conflict.
 void checkAccess(Engine& e, BufferHistory& history, bool write, size_t agent, uint64_t epoch,
-                 const Clock& clock, const Origin& origin) {
-  const Access now = accessNow(agent, epoch, origin);
-  if (unordered(history.last_write, agent, clock)) {
-    reportHazard(e, write ? "write-after-write" : "read-after-write", history, history.last_write,
-                 now);
+                 const Clock& clock, const Origin& origin, ByteRange range = {}) {
+  Access now = accessNow(agent, epoch, origin);
+  now.range = range;
+  for (const Access& earlier : history.writes) {
+    if (earlier.range.overlaps(range) && unordered(earlier, agent, clock)) {
+      reportHazard(e, write ? "write-after-write" : "read-after-write", history, earlier, now);
+    }
   }
+  auto coveredBy = [&](const Access& access) { return range.covers(access.range); };
   if (write) {
     for (const Access& read : history.reads) {
-      if (unordered(read, agent, clock)) {
+      if (read.range.overlaps(range) && unordered(read, agent, clock)) {
         reportHazard(e, "write-after-read", history, read, now);
       }
     }
-    history.reads.clear();
-    history.last_write = now;
+    eraseIf(history.reads, coveredBy);
+    eraseIf(history.writes, coveredBy);
+    history.writes.push_back(now);
     return;
   }
-  for (Access& read : history.reads) {
-    if (read.agent == agent) {
-      read = now;
-      return;
-    }
-  }
+  eraseIf(history.reads, [&](const Access& read) { return read.agent == agent && coveredBy(read); });
   history.reads.push_back(now);
 }
 
@@ -426,11 +446,13 @@ void runCommandBuffer(Engine& e, SimCommandBuffer* cb, std::unique_lock<std::mut
         signalLocked(e, (SimSharedEvent*)command.event, command.value, clock);
         break;
       case Command::kKernel:
-        for (id buffer : command.reads) {
-          checkAccess(e, *((SimBuffer*)buffer)->_history, false, agent, cb->_seq, clock, origin);
+        for (size_t i = 0; i < command.reads.size(); ++i) {
+          checkAccess(e, *((SimBuffer*)command.reads[i])->_history, false, agent, cb->_seq, clock,
+                      origin, command.read_ranges.empty() ? ByteRange{} : command.read_ranges[i]);
         }
-        for (id buffer : command.writes) {
-          checkAccess(e, *((SimBuffer*)buffer)->_history, true, agent, cb->_seq, clock, origin);
+        for (size_t i = 0; i < command.writes.size(); ++i) {
+          checkAccess(e, *((SimBuffer*)command.writes[i])->_history, true, agent, cb->_seq, clock,
+                      origin, command.write_ranges.empty() ? ByteRange{} : command.write_ranges[i]);
         }
         if (command.body) {
           command.body();
@@ -921,6 +943,8 @@ using metalsim::engine;
   Command command;
   command.reads.push_back(src);
   command.writes.push_back(dst);
+  command.read_ranges.push_back({sourceOffset, sourceOffset + size});
+  command.write_ranges.push_back({destinationOffset, destinationOffset + size});
   command.body = [=] { std::memmove(dst->_bytes + destinationOffset, src->_bytes + sourceOffset, size); };
   metalsim::addCommand(_buffer, std::move(command));
 }
@@ -932,6 +956,7 @@ using metalsim::engine;
   }
   Command command;
   command.writes.push_back(dst);
+  command.write_ranges.push_back({range.location, range.location + range.length});
   command.body = [=] { std::memset(dst->_bytes + range.location, value, range.length); };
   metalsim::addCommand(_buffer, std::move(command));
 }
@@ -1259,6 +1284,125 @@ using metalsim::engine;
 }
 @end
 
+// ------------------------------------------------------------------------------------------
+// MPSGraph, as far as MPSStream::executeMPSGraph and a Placeholder-like harness use it
+// ------------------------------------------------------------------------------------------
+
+// An immutable dictionary (what @{...} literals build): keys are compared by identity, as
+// MPSGraph's tensors are.
+@implementation NSDictionary {
+  std::vector<id>* _keys; // retained
+  std::vector<id>* _values; // retained
+}
++ (instancetype)dictionaryWithObjects:(const id[])objects forKeys:(const id<NSCopying>[])keys count:(NSUInteger)cnt {
+  NSDictionary* dictionary = [[self alloc] init];
+  dictionary->_keys = new std::vector<id>();
+  dictionary->_values = new std::vector<id>();
+  for (NSUInteger i = 0; i < cnt; ++i) {
+    dictionary->_keys->push_back([(id)keys[i] retain]);
+    dictionary->_values->push_back([objects[i] retain]);
+  }
+  return [dictionary autorelease];
+}
++ (instancetype)dictionary {
+  return [self dictionaryWithObjects:nullptr forKeys:nullptr count:0];
+}
+- (void)dealloc {
+  for (size_t i = 0; _keys && i < _keys->size(); ++i) {
+    [(*_keys)[i] release];
+    [(*_values)[i] release];
+  }
+  delete _keys;
+  delete _values;
+  [super dealloc];
+}
+- (NSUInteger)count {
+  return _keys ? _keys->size() : 0;
+}
+- (id)objectForKey:(id)key {
+  for (size_t i = 0; _keys && i < _keys->size(); ++i) {
+    if ((*_keys)[i] == key) {
+      return (*_values)[i];
+    }
+  }
+  return nil;
+}
+- (id)objectForKeyedSubscript:(id)key {
+  return [self objectForKey:key];
+}
+// for (id key in dictionary): all keys in one batch
+- (NSUInteger)countByEnumeratingWithState:(NSFastEnumerationState*)state
+                                  objects:(id __unsafe_unretained[])buffer
+                                    count:(NSUInteger)len {
+  if (state->state != 0 || _keys == nullptr || _keys->empty()) {
+    return 0;
+  }
+  state->state = 1;
+  state->itemsPtr = _keys->data();
+  state->mutationsPtr = &state->extra[0];
+  return _keys->size();
+}
+@end
+
+@interface MPSGraphTensorData (Sim)
+- (id<MTLBuffer>)simBuffer;
+@end
+
+@implementation MPSGraphTensor
+- (id)copyWithZone:(void*)zone {
+  return [self retain];
+}
+@end
+
+@implementation MPSGraphTensorData {
+  id<MTLBuffer> _simBuffer; // retained
+}
+- (instancetype)initWithMTLBuffer:(id<MTLBuffer>)buffer shape:(MPSShape*)shape dataType:(MPSDataType)dataType {
+  _simBuffer = [buffer retain];
+  return self;
+}
+- (void)dealloc {
+  [_simBuffer release];
+  [super dealloc];
+}
+- (id<MTLBuffer>)simBuffer {
+  return _simBuffer;
+}
+@end
+
+// The simulated graph: every result's buffer becomes the first feed's bytes + 1 (without
+// feeds: result += 1), like the compute encoder's kernel; feeds are read, results written.
+@implementation MPSGraph
+- (void)encodeToCommandBuffer:(MPSCommandBuffer*)commandBuffer
+                        feeds:(MPSGraphTensorDataDictionary*)feeds
+             targetOperations:(NSArray<MPSGraphOperation*>*)targetOperations
+            resultsDictionary:(MPSGraphTensorDataDictionary*)resultsDictionary
+          executionDescriptor:(MPSGraphExecutionDescriptor*)executionDescriptor {
+  metalsim::Command command;
+  SimBuffer* in = nil;
+  std::vector<SimBuffer*> outs;
+  for (id key in feeds) {
+    SimBuffer* buffer = (SimBuffer*)[[(MPSGraphTensorData*)feeds[key] simBuffer] retain];
+    command.reads.push_back(buffer);
+    in = in ? in : buffer;
+  }
+  for (id key in resultsDictionary) {
+    SimBuffer* buffer = (SimBuffer*)[[(MPSGraphTensorData*)resultsDictionary[key] simBuffer] retain];
+    command.writes.push_back(buffer);
+    outs.push_back(buffer);
+  }
+  command.body = [in, outs] {
+    for (SimBuffer* out : outs) {
+      const NSUInteger n = in ? std::min(in->_length, out->_length) : out->_length;
+      for (NSUInteger i = 0; i < n; ++i) {
+        out->_bytes[i] = (uint8_t)((in ? in->_bytes[i] : out->_bytes[i]) + 1);
+      }
+    }
+  };
+  metalsim::addCommand((SimCommandBuffer*)[commandBuffer rootCommandBuffer], std::move(command));
+}
+@end
+
 namespace {
 // libobjc2 runs +initialize under a lock it allocates lazily, invisible to ThreadSanitizer: the
 // first messages to each class are sent here, once, before any other thread can use them.
@@ -1267,7 +1411,8 @@ SimDevice* createDevice() {
                     [SimSharedEvent class], [MTLSharedEventListener class], [SimComputeEncoder class],
                     [SimBlitEncoder class], [SimCommandBuffer class], [SimCommandQueue class],
                     [MPSCommandBuffer class], [MPSGraphCompilationDescriptor class],
-                    [MPSGraphExecutionDescriptor class], [SimDevice class]}) {
+                    [MPSGraphExecutionDescriptor class], [NSDictionary class], [MPSGraphTensor class],
+                    [MPSGraphTensorData class], [MPSGraph class], [SimDevice class]}) {
     (void)cls;
   }
   return [SimDevice new];

@@ -42,6 +42,8 @@ namespace at::mps {
 __attribute__((weak)) void noteBufferUse(const void* buffer);
 __attribute__((weak)) void noteBufferUseOnStream(const void* buffer, MPSStream* stream);
 __attribute__((weak)) void setMPSPerThreadStreams(bool enabled);
+__attribute__((weak)) void noteGraphTensorData(const void* tensorData, const void* buffer);
+__attribute__((weak)) void noteBufferWrite(const void* buffer);
 } // namespace at::mps
 
 namespace c10::impl {
@@ -171,6 +173,49 @@ void fillOp(id<MTLBuffer> buffer, uint8_t value) {
   MPSStream* stream = current();
   noteUse(buffer);
   stream->fill(buffer, value, kBytes, 0, SyncType::NONE);
+}
+
+// dst = src bytewise, as Copy.mm's copy_kernel_mps: both bound first, then MPSStream::copy (a blit,
+// not committed).
+void copyOp(id<MTLBuffer> dst, id<MTLBuffer> src) {
+  MPSStream* stream = current();
+  noteUse(src);
+  noteUse(dst);
+  stream->copy(src, dst, kBytes, 0, 0, 0, SyncType::NONE);
+}
+
+// out = in + 1 as ATen's MPSGraph ops run: Placeholders bind both buffers outside the queue and
+// remember which buffer each MPSGraphTensorData wraps (OperationUtils.mm), then
+// MPSStream::executeMPSGraph encodes the graph with its results dictionary (not committed unless
+// COMMIT_ADAPTIVE decides to). `nested`: another graph op (on scratch buffers) runs between this
+// op's Placeholders and its graph, as a cast inside an op does.
+void graphResultOp(id<MTLBuffer> out, id<MTLBuffer> in, bool nested = false);
+
+void graphResultOp(id<MTLBuffer> out, id<MTLBuffer> in, bool nested) {
+  static MPSGraph* graph = [MPSGraph new];
+  static MPSGraphTensor* input = [MPSGraphTensor new];
+  static MPSGraphTensor* result = [MPSGraphTensor new];
+  MPSStream* stream = current();
+  @autoreleasepool {
+    noteUse(in);
+    noteUse(out);
+    auto wrap = [](id<MTLBuffer> buffer) {
+      MPSGraphTensorData* data =
+          [[[MPSGraphTensorData alloc] initWithMTLBuffer:buffer shape:nil dataType:MPSDataTypeFloat32] autorelease];
+      if (at::mps::noteGraphTensorData) {
+        at::mps::noteGraphTensorData((__bridge const void*)data, (__bridge const void*)buffer);
+      }
+      return data;
+    };
+    MPSGraphTensorData* inData = wrap(in);
+    MPSGraphTensorData* outData = wrap(out);
+    if (nested) {
+      Buffer scratchIn = allocate();
+      Buffer scratchOut = allocate();
+      graphResultOp(scratchOut.mtl(), scratchIn.mtl());
+    }
+    stream->executeMPSGraph(graph, @{input : inData}, @{result : outData}, SyncType::COMMIT_ADAPTIVE);
+  }
 }
 
 // After the caller's stream synchronized: every byte must equal `expected`.
@@ -327,6 +372,124 @@ void scenarioHandoff(const std::string& mode) {
       }
       syncCurrent();
       at::mps::setCurrentMPSStream(nullptr);
+    }
+  });
+}
+
+// In-place writes across streams, tracked without events: an owner thread (default stream, or
+// a pool stream in mode "pool") makes X, a worker on its own pool stream reads it (not
+// committed), the owner then overwrites X in place (WAR: the worker's read must still see the
+// old value), the worker overwrites X with a copy (a write by a stream that is not X's producer,
+// not committed), and the owner reads X (RAW: it must see the worker's copy). Writes go through
+// MPSStream::fill and MPSStream::copy, as copy_/fill_/zero_ do, and every other iteration the
+// worker's write is an MPSGraph op's result (an out= op on X; every fourth time with another
+// graph run between the op's Placeholders and its own graph).
+void scenarioWriteHandoff(const std::string& mode) {
+  const uint64_t iterations = scaled(20);
+  constexpr size_t kPairs = 4;
+  runThreads(kPairs, [&](size_t pair) {
+    for (uint64_t i = 0; i < iterations; ++i) {
+      if (mode == "pool") {
+        at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+      }
+      const uint8_t a = uint8_t(pair * 40 + i), b = uint8_t(a + 100), c = uint8_t(a + 50);
+      Buffer x = allocate();
+      std::promise<void> made, readEncoded, ownerWrote, workerWrote;
+      std::promise<void> ownerRead;
+      Buffer readResult;
+      std::thread worker([&] {
+        at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+        metalsim::setTag("write-handoff worker p" + std::to_string(pair) + " i" + std::to_string(i));
+        readResult = allocate();
+        made.get_future().wait();
+        kernelOp(readResult.mtl(), x.mtl()); // readResult = X + 1, not committed
+        readEncoded.set_value();
+        ownerWrote.get_future().wait();
+        Buffer source = allocate();
+        fillOp(source.mtl(), c);
+        if (i % 2) {
+          graphResultOp(x.mtl(), source.mtl(), /*nested=*/i % 4 == 3); // X = c + 1
+        } else {
+          copyOp(x.mtl(), source.mtl()); // X = c, not committed
+        }
+        workerWrote.set_value();
+        ownerRead.get_future().wait();
+        syncCurrent();
+        expectBytes(readResult.mtl(), uint8_t(a + 2), "read before the owner's in-place write");
+        at::mps::setCurrentMPSStream(nullptr);
+      });
+      metalsim::setTag("write-handoff owner p" + std::to_string(pair) + " i" + std::to_string(i));
+      fillOp(x.mtl(), a);
+      kernelOp(x.mtl()); // X = a + 1, not committed
+      made.set_value();
+      readEncoded.get_future().wait();
+      fillOp(x.mtl(), b); // in place, after the worker's read
+      ownerWrote.set_value();
+      workerWrote.get_future().wait();
+      Buffer out = allocate();
+      (i % 2 ? graphOp : kernelOp)(out.mtl(), x.mtl()); // out = X + 1 = c + 1
+      ownerRead.set_value();
+      worker.join();
+      g_threads++;
+      syncCurrent();
+      expectBytes(out.mtl(), uint8_t(c + 1 + i % 2), "read after another stream's in-place write");
+      at::mps::setCurrentMPSStream(nullptr);
+    }
+  });
+}
+
+// Slices of one buffer written at the same time by several streams (threads filling parts of a
+// tensor made on the main thread, as copy_kernel_mps does it: the write hook at the start, the
+// blit later), then read as a whole on the owner's stream: the read must wait for every writer,
+// not only for the last one whose hook ran.
+void scenarioConcurrentSliceWrites() {
+  const uint64_t iterations = scaled(20);
+  constexpr size_t kWriters = 4;
+  constexpr size_t kSlice = kBytes / kWriters;
+  runThreads(2, [&](size_t owner) {
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("slices owner o" + std::to_string(owner) + " i" + std::to_string(i));
+      Buffer x = allocate();
+      fillOp(x.mtl(), 0);
+      std::atomic<size_t> arrived{0};
+      std::vector<std::thread> writers;
+      for (size_t w = 0; w < kWriters; ++w) {
+        writers.emplace_back([&, w] {
+          at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+          metalsim::setTag("slices writer o" + std::to_string(owner) + " w" + std::to_string(w) +
+                           " i" + std::to_string(i));
+          MPSStream* stream = current();
+          Buffer source = allocate();
+          fillOp(source.mtl(), uint8_t(10 * w + i + 1));
+          arrived++;
+          while (arrived.load() < kWriters) {
+            std::this_thread::yield();
+          }
+          noteUse(source.mtl());
+          noteUse(x.mtl());
+          if (at::mps::noteBufferWrite) {
+            at::mps::noteBufferWrite((__bridge const void*)x.mtl());
+          }
+          std::this_thread::sleep_for(std::chrono::microseconds(50 * ((w + i) % kWriters)));
+          stream->copy(source.mtl(), x.mtl(), kSlice, 0, w * kSlice, 0, SyncType::NONE);
+          at::mps::setCurrentMPSStream(nullptr);
+        });
+      }
+      for (auto& writer : writers) {
+        writer.join();
+      }
+      g_threads += kWriters;
+      Buffer out = allocate();
+      (i % 2 ? graphOp : kernelOp)(out.mtl(), x.mtl());
+      syncCurrent();
+      metalsim::cpuRead(out.mtl(), "slices result");
+      const uint8_t* bytes = metalsim::contents(out.mtl());
+      for (size_t w = 0; w < kWriters; ++w) {
+        const uint8_t expected = uint8_t(10 * w + i + 2);
+        CHECK_SIM(bytes[w * kSlice] == expected && bytes[(w + 1) * kSlice - 1] == expected,
+                  "slice %zu read as %u, expected %u (writer %zu's write was missed)", w,
+                  bytes[w * kSlice], expected, w);
+      }
     }
   });
 }
@@ -649,6 +812,9 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"handoff-explicit-default", [] { scenarioHandoff("explicit-default"); }},
       {"handoff-no-wait", [] { scenarioHandoff("no-wait"); }},
       {"events", scenarioEvents},
+      {"write-handoff-default", [] { scenarioWriteHandoff("default"); }},
+      {"write-handoff-pool", [] { scenarioWriteHandoff("pool"); }},
+      {"concurrent-slice-writes", scenarioConcurrentSliceWrites},
       {"guard", scenarioGuard},
       {"event-timing", scenarioEventTiming},
       {"allocator", scenarioAllocator},
