@@ -276,15 +276,21 @@ def test_shader_library_lock_is_file_level_and_outlives_exit(tree: Path):
 
 
 def without_buffer_storage(header: str) -> str:
-    """The header without the body of getMTLBufferStorage()."""
+    """The header without the body of getMTLBufferStorage() and without noteTensorWrite()."""
     signature = "static inline id<MTLBuffer> getMTLBufferStorage(const TensorBase& tensor) {"
     start = header.index(signature)
-    return header[:start] + header[header.index("\n}\n", start):]
+    header = header[:start] + header[header.index("\n}\n", start):]
+    hook = header.find("\n// An op is about to write `t`")
+    if hook >= 0:
+        end = header.index("\n}\n", header.index("static inline void noteTensorWrite(", hook))
+        header = header[:hook - 1] + header[end + len("\n}"):]  # with its blank line before
+    return header
 
 
 def test_graph_and_kernel_caches_are_serial_and_created_at_load(tree: Path):
     header = (tree / MPS / "OperationUtils.h").read_text()
-    # The series changes only getMTLBufferStorage() in this header (hand-off ordering, 0003).
+    # The series changes only getMTLBufferStorage() in this header and adds noteTensorWrite()
+    # (hand-off ordering, 0003).
     assert without_buffer_storage(header) == without_buffer_storage(
         (reference_tree() / MPS / "OperationUtils.h").read_text())
     # v2.9.1 already serializes lookups and insertions on one serial queue per cache.
