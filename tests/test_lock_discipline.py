@@ -218,6 +218,37 @@ def test_kernel_locks_are_taken_inside_the_stream_queue(tree: Path):
         assert section.on_queue == expected, f"{section.path}:{section.line} ({section.lock})"
 
 
+BINDING_CALLS = ("getMTLBufferStorage(", "mtl_setArgs", "mtl_setBuffer(", "Placeholder(",
+                 "getMPSNDArray(", "noteTensorWrite(", "noteBufferUse(")
+
+
+def test_no_buffer_is_bound_under_a_kernel_lock(tree: Path):
+    """Binding a buffer may wait for another stream (hand-off ordering, 0002): a kernel lock held
+    meanwhile would make every stream that needs the lock wait for that other stream's GPU work,
+    and a stream queued for the lock could never commit what the binding waits for."""
+    for section in all_kernel_sections(tree):
+        for call in BINDING_CALLS:
+            assert call not in section.body, (
+                f"{section.path}:{section.line} ({section.lock}) binds a buffer ({call}) under "
+                "the kernel lock; bind before taking it"
+            )
+
+
+def test_binding_scanner_sees_a_violation():
+    """Negative control: the old LayerNorm order (lock, then mtl_setArgs) is flagged."""
+    bad = (
+        "void f() {\n"
+        "  std::lock_guard<std::mutex> lock(kernel_locks::layer_norm());\n"
+        "  mps::mtl_setArgs(computeEncoder, *X, out);\n"
+        "}\n"
+    )
+    code = blank_comments_and_strings(bad)
+    match = re.search(r"kernel_locks::layer_norm\(\)\);", code)
+    assert match is not None
+    body = code[match.end() : enclosing_block_end(code, match.end())]
+    assert any(call in body for call in BINDING_CALLS)
+
+
 def test_kernel_lock_scanner_sees_a_violation():
     """Negative control: the scanner flags a lock held across dispatch_sync."""
     bad = (
