@@ -692,6 +692,68 @@ def test_requests_arriving_during_a_callers_batch_join_the_next_in_order_and_iso
             assert results[value] == 2 * value
 
 
+def test_a_request_that_fills_an_idle_queue_runs_at_once_on_its_caller(bq):
+    """The solo path: no queueing, no wait for max_delay; errors and stats as for a batch."""
+    threads_seen = []
+
+    def fn(x):
+        threads_seen.append(threading.current_thread())
+        return poison_sensitive(x)
+
+    with bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000) as queue:
+        started = time.monotonic()
+        assert queue(rows(1.0, 2.0))[:, 0].tolist() == [2.0, 4.0]
+        with pytest.raises(ValueError, match="negative input in a batch of 2"):
+            queue(rows(3.0, -1.0))
+        assert queue(rows(5.0, 6.0))[:, 0].tolist() == [10.0, 12.0]
+        assert time.monotonic() - started < 30  # none waited the 60 s delay
+        stats = queue.stats()
+    assert threads_seen == [threading.current_thread()] * 3
+    assert (stats["batches"], stats["requests"], stats["failed_requests"]) == (2, 2, 1)
+    assert stats["fn_errors"] == 1 and stats["mean_batch_size"] == 2.0
+    assert stats["queue_wait_p99_ms"] == 0.0 and stats["pending"] == 0
+
+
+def test_requests_arriving_during_a_solo_batch_are_served_in_order(bq):
+    gate, started = threading.Event(), threading.Event()
+    batches: list[list[float]] = []
+
+    def fn(x):
+        if not started.is_set():
+            started.set()
+            assert gate.wait(WAIT)
+        batches.append(x[:, 0].tolist())
+        return x * 2
+
+    results: dict[float, float] = {}
+
+    def client(value: float) -> None:
+        results[value] = queue(rows(value))[0, 0].item()
+
+    with bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0) as queue:
+        first = threading.Thread(target=client, args=(0.5,), daemon=True)
+        first.start()
+        assert started.wait(WAIT)
+        later = []
+        for i, value in enumerate([1.0, 2.0, 3.0]):  # queued behind the solo batch, in order
+            later.append(threading.Thread(target=client, args=(value,), daemon=True))
+            later[-1].start()
+            wait_until(lambda i=i: queue.stats()["pending"] == i + 1, f"{i + 1} are queued")
+        gate.set()
+        for t in [first, *later]:
+            t.join(WAIT)
+            assert not t.is_alive()
+    assert batches == [[0.5], [1.0], [2.0], [3.0]]
+    assert results == {0.5: 1.0, 1.0: 2.0, 2.0: 4.0, 3.0: 6.0}
+
+
+def test_solo_path_is_refused_once_closed(bq):
+    queue = bq.BatchQueue(lambda x: x, max_batch_size=1, max_delay_ms=0)
+    queue.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        queue(rows(1.0))
+
+
 # ---------------------------------------------------------------- asyncio clients
 
 
@@ -964,6 +1026,42 @@ def test_caller_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch):
     with bq.BatchQueue(lambda x: x * 2, max_batch_size=4, max_delay_ms=0) as queue:
         assert queue(rows(1.0))[0, 0].item() == 2.0
         assert queue.submit(rows(2.0)).result(WAIT)[0, 0].item() == 4.0
+    assert streams.log == []
+
+
+@pytest.mark.parametrize("keep_waits", [True, False])
+def test_solo_call_from_a_side_stream_is_ordered_both_ways(bq, monkeypatch, keep_waits):
+    """A blocking request that fills an idle queue runs on its caller's thread: from a side
+    stream it still waits for the caller's stream and completes before the caller gets it.
+    keep_waits=False plants the bug (the wait does nothing): the input is read unwritten."""
+    streams = StandInStreams(keep_waits=keep_waits)
+    monkeypatch.setattr(bq, "_streams", streams)
+
+    def fn(x):
+        assert streams.current_stream() is streams.default  # the batch runs on its stream
+        out = torch.zeros_like(x)
+        streams.current_stream().pending.append(lambda: out.copy_(x * 2))
+        return out
+
+    side = StandInStream(7)
+    streams.set_stream(side)
+    try:
+        x = torch.zeros(1, 3)
+        side.pending.append(lambda: x.fill_(5.0))  # the caller's "kernel", not yet run
+        with bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0) as queue:
+            value = queue(x)[0, 0].item()
+            assert streams.current_stream() is side  # the caller's stream is restored
+    finally:
+        streams.set_stream(streams.default)
+    assert streams.log == [("record", 7), ("wait", 7), ("record", 0), ("synchronize", 0)]
+    assert (value == 10.0) is keep_waits
+
+
+def test_solo_call_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch):
+    streams = StandInStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    with bq.BatchQueue(lambda x: x * 2, max_batch_size=1, max_delay_ms=0) as queue:
+        assert queue(rows(1.0))[0, 0].item() == 2.0
     assert streams.log == []
 
 
