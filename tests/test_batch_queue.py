@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, namedtuple
+from collections import Counter, deque, namedtuple
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import ModuleType
@@ -745,6 +745,32 @@ def test_requests_arriving_during_a_solo_batch_are_served_in_order(bq):
             assert not t.is_alive()
     assert batches == [[0.5], [1.0], [2.0], [3.0]]
     assert results == {0.5: 1.0, 1.0: 2.0, 2.0: 4.0, 3.0: 6.0}
+
+
+class InterruptOnce(deque):
+    """A stats deque whose first append raises KeyboardInterrupt, as a Ctrl-C landing on the
+    runner's bookkeeping after fn returned."""
+
+    def append(self, value) -> None:
+        if not getattr(self, "fired", False):
+            self.fired = True
+            raise KeyboardInterrupt
+        super().append(value)
+
+
+def test_solo_runner_interrupted_outside_fn_gives_the_role_back(bq):
+    queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=1, max_delay_ms=0)
+    queue._waits = InterruptOnce(maxlen=16)
+    with pytest.raises(KeyboardInterrupt):
+        queue(rows(1.0))
+    results = {}
+    caller = threading.Thread(target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()))
+    caller.start()
+    caller.join(WAIT)
+    assert not caller.is_alive(), "the role stayed with the interrupted runner: the queue hangs"
+    assert results["value"] == 4.0
+    assert queue.submit(rows(3.0)).result(WAIT)[0, 0].item() == 6.0
+    queue.close()
 
 
 def test_solo_path_is_refused_once_closed(bq):
