@@ -1005,9 +1005,12 @@ class StandInStreams:
         event.complete()
 
 
-def stream_ordering_run(bq, monkeypatch, streams: StandInStreams) -> tuple[float, float]:
+def stream_ordering_run(
+    bq, monkeypatch, streams: StandInStreams, solo: bool = False
+) -> tuple[float, float]:
     """A caller on side stream 7 submits an input its stream has not written yet; fn's output
-    is written by work queued on the batch's stream. Returns (value seen, value expected)."""
+    is written by work queued on the batch's stream. Returns (value seen, value expected).
+    solo: a blocking request that fills an idle queue, run on the caller's own thread."""
     monkeypatch.setattr(bq, "_streams", streams)
     gate = threading.Event()
 
@@ -1023,11 +1026,16 @@ def stream_ordering_run(bq, monkeypatch, streams: StandInStreams) -> tuple[float
     try:
         x = torch.zeros(1, 3)
         side.pending.append(lambda: x.fill_(5.0))  # the caller's "kernel", not yet run
-        with bq.BatchQueue(fn, max_batch_size=4, max_delay_ms=0) as queue:
-            future = queue.submit(x)
-            assert streams.log == [("record", 7)]  # recorded at submit, before the batch
-            gate.set()
-            result = future.result(WAIT)[0, 0].item()
+        with bq.BatchQueue(fn, max_batch_size=1 if solo else 4, max_delay_ms=0) as queue:
+            if solo:
+                gate.set()
+                result = queue(x)[0, 0].item()
+                assert streams.current_stream() is side  # the caller's stream is restored
+            else:
+                future = queue.submit(x)
+                assert streams.log == [("record", 7)]  # recorded at submit, before the batch
+                gate.set()
+                result = future.result(WAIT)[0, 0].item()
     finally:
         streams.set_stream(streams.default)
     return result, 10.0
@@ -1061,26 +1069,9 @@ def test_solo_call_from_a_side_stream_is_ordered_both_ways(bq, monkeypatch, keep
     stream it still waits for the caller's stream and completes before the caller gets it.
     keep_waits=False plants the bug (the wait does nothing): the input is read unwritten."""
     streams = StandInStreams(keep_waits=keep_waits)
-    monkeypatch.setattr(bq, "_streams", streams)
-
-    def fn(x):
-        assert streams.current_stream() is streams.default  # the batch runs on its stream
-        out = torch.zeros_like(x)
-        streams.current_stream().pending.append(lambda: out.copy_(x * 2))
-        return out
-
-    side = StandInStream(7)
-    streams.set_stream(side)
-    try:
-        x = torch.zeros(1, 3)
-        side.pending.append(lambda: x.fill_(5.0))  # the caller's "kernel", not yet run
-        with bq.BatchQueue(fn, max_batch_size=1, max_delay_ms=0) as queue:
-            value = queue(x)[0, 0].item()
-            assert streams.current_stream() is side  # the caller's stream is restored
-    finally:
-        streams.set_stream(streams.default)
+    seen, expected = stream_ordering_run(bq, monkeypatch, streams, solo=True)
     assert streams.log == [("record", 7), ("wait", 7), ("record", 0), ("synchronize", 0)]
-    assert (value == 10.0) is keep_waits
+    assert (seen == expected) is keep_waits
 
 
 def test_solo_call_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch):

@@ -40,9 +40,9 @@ from cs_config import (  # noqa: E402
     HANDOFF_STREAM_CASES,
     MPS_NO_TRACKING_ENV,
     QUICK,
-    SuiteOptions,
 )
 from cs_report import Section  # noqa: E402
+from suite_helpers import suite_on  # noqa: E402
 from test_handoff import child_env, handoff_gap  # noqa: E402
 
 WORK_DELAY_S = 0.01  # how long the fake device takes per op: the reader is always earlier
@@ -399,17 +399,6 @@ def test_judge_fails_on_missing_comparisons_and_on_mismatches() -> None:
 
 
 # --------------------------------------------------------------------------- parent side
-
-
-def suite_on(device: str, *, require_patched: bool = False, **info: Any) -> SuiteOptions:
-    return SuiteOptions(
-        device=device,
-        quick=True,
-        require_patched=require_patched,
-        batch_queue_file=None,
-        info=info,
-        device_check={"usable": True},
-    )
 
 
 def test_what_applies_where() -> None:

@@ -21,9 +21,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "concurrency"))
 
-from cs_config import SuiteOptions
 from cs_report import Section
 from cs_streams import STREAM_CHECKS, StreamBackend
+from suite_helpers import suite_on
 from test_streams import PER_THREAD_CHECK, stream_api_gap
 
 # torch.accelerator and torch.Stream need a real accelerator: not modelled here.
@@ -239,17 +239,6 @@ def test_per_thread_check_without_the_mode_is_not_applicable_on_the_child_side()
     section = run_check(backend(OldMPSWheel(), "mps"), PER_THREAD_CHECK)
     assert section.failures == []
     assert section.not_applicable and "set_per_thread_streams" in section.not_applicable
-
-
-def suite_on(device: str, **info: Any) -> SuiteOptions:
-    return SuiteOptions(
-        device=device,
-        quick=True,
-        require_patched=False,
-        batch_queue_file=None,
-        info=info,
-        device_check={"usable": True},
-    )
 
 
 def test_parent_marks_only_the_per_thread_check_when_the_mode_is_missing() -> None:
