@@ -222,6 +222,14 @@ BINDING_CALLS = ("getMTLBufferStorage(", "mtl_setArgs", "mtl_setBuffer(", "Place
                  "getMPSNDArray(", "noteTensorWrite(", "noteBufferUse(")
 
 
+def held_part(snippet: str) -> str:
+    """The code of ``snippet`` after its layer_norm lock, to the end of the lock's scope."""
+    code = blank_comments_and_strings(snippet)
+    match = re.search(r"kernel_locks::layer_norm\(\)\);", code)
+    assert match is not None
+    return code[match.end() : enclosing_block_end(code, match.end())]
+
+
 def test_no_buffer_is_bound_under_a_kernel_lock(tree: Path):
     """Binding a buffer may wait for another stream (hand-off ordering, 0002): a kernel lock held
     meanwhile would make every stream that needs the lock wait for that other stream's GPU work,
@@ -242,11 +250,7 @@ def test_binding_scanner_sees_a_violation():
         "  mps::mtl_setArgs(computeEncoder, *X, out);\n"
         "}\n"
     )
-    code = blank_comments_and_strings(bad)
-    match = re.search(r"kernel_locks::layer_norm\(\)\);", code)
-    assert match is not None
-    body = code[match.end() : enclosing_block_end(code, match.end())]
-    assert any(call in body for call in BINDING_CALLS)
+    assert any(call in held_part(bad) for call in BINDING_CALLS)
 
 
 def test_kernel_lock_scanner_sees_a_violation():
@@ -257,10 +261,7 @@ def test_kernel_lock_scanner_sees_a_violation():
         "  dispatch_sync(q, ^() { [e dispatchThreadgroups:a threadsPerThreadgroup:b]; });\n"
         "}\n"
     )
-    code = blank_comments_and_strings(bad)
-    match = re.search(r"kernel_locks::layer_norm\(\)\);", code)
-    assert match is not None
-    assert "dispatch_sync" in code[match.end() : enclosing_block_end(code, match.end())]
+    assert "dispatch_sync" in held_part(bad)
 
 
 # --- shader library and caches ------------------------------------------------------------------
