@@ -209,30 +209,49 @@ class HandoffOps:
 StreamScope = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
+class StreamIds:
+    """The ids of the streams that worker threads ran on (thread-safe)."""
+
+    def __init__(self, ops: HandoffOps) -> None:
+        self.ops = ops
+        self.ids: set[int] = set()
+        self._lock = threading.Lock()
+
+    def note_current(self) -> None:
+        if self.ops.has_streams:
+            with self._lock:
+                self.ids.add(self.ops.stream_id(self.ops.current_stream()))
+
+    def check_crossed(self, sec: Section, who: str, untested: str) -> None:
+        """Per-thread mode must have put the workers on worker streams."""
+        sec.check(
+            bool(self.ids) and 0 not in self.ids,
+            f"per-thread mode left {who} on the default stream (ids {sorted(self.ids)}): "
+            f"no {untested} was tested",
+        )
+
+
 def produce_on_workers_consume_on_main(
     ops: HandoffOps,
     count: int,
     *,
     producer_scope: StreamScope | None = None,
     before_consume: Callable[[torch.Tensor, Any], None] | None = None,
-) -> tuple[Tally, set[int]]:
+) -> tuple[Tally, StreamIds]:
     """ThreadPoolExecutor producers; the main thread reads each result as soon as it is ready.
 
     producer_scope() wraps each producer's work and yields the stream it used (or None);
     before_consume(y, stream) is the ordering a program owes (CUDA), run on the main thread.
-    Returns the tally and the ids of the streams the producers ran on.
+    Returns the tally and the streams the producers ran on.
     """
     goldens = [ops.golden(k) for k in range(count)]
     inputs = [ops.input(k) for k in range(count)]
-    stream_ids: set[int] = set()
-    ids_lock = threading.Lock()
+    stream_ids = StreamIds(ops)
     scope = producer_scope or (lambda: contextlib.nullcontext(None))
 
     def produce(k: int) -> tuple[torch.Tensor, Any]:
         with scope() as stream:
-            if ops.has_streams:
-                with ids_lock:
-                    stream_ids.add(ops.stream_id(ops.current_stream()))
+            stream_ids.note_current()
             return ops.produce(inputs[k]), stream
 
     tally = Tally()
@@ -254,7 +273,7 @@ def executor_result_to_main(ops: HandoffOps, sec: Section, params: dict[str, Any
     """Threads on their default stream; main reads `future.result()` with .cpu()/.item()."""
     count = _count(params)
     tally, ids = produce_on_workers_consume_on_main(ops, count)
-    sec.figures["producer_stream_ids"] = sorted(ids)
+    sec.figures["producer_stream_ids"] = sorted(ids.ids)
     judge(sec, tally, count)
 
 
@@ -268,12 +287,8 @@ def per_thread_mode_to_main(ops: HandoffOps, sec: Section, params: dict[str, Any
     count = _count(params)
     with ops.per_thread_mode():
         tally, ids = produce_on_workers_consume_on_main(ops, count)
-    sec.figures["producer_stream_ids"] = sorted(ids)
-    sec.check(
-        bool(ids) and 0 not in ids,
-        f"per-thread mode left producers on the default stream (ids {sorted(ids)}): "
-        "no hand-off between streams was tested",
-    )
+    sec.figures["producer_stream_ids"] = sorted(ids.ids)
+    ids.check_crossed(sec, "producers", "hand-off between streams")
     judge(sec, tally, count)
 
 
@@ -304,10 +319,10 @@ def explicit_stream_to_main(ops: HandoffOps, sec: Section, params: dict[str, Any
         ops, count, producer_scope=own_stream, before_consume=order_for_reader if ordered else None
     )
     sec.figures.update(
-        producer_stream_ids=sorted(ids),
+        producer_stream_ids=sorted(ids.ids),
         ordering="wait_stream + record_stream by the program" if ordered else "backend tracking",
     )
-    sec.check(0 not in ids, f"a producer ran on the default stream (ids {sorted(ids)})")
+    sec.check(0 not in ids.ids, f"a producer ran on the default stream (ids {sorted(ids.ids)})")
     judge(sec, tally, count)
 
 
@@ -323,13 +338,7 @@ def in_place_writes_across_threads(ops: HandoffOps, sec: Section, params: dict[s
     goldens = [ops.golden(k) for k in range(count)]
     use_mode = ops.per_thread_mode_gap() is None
     mode = ops.per_thread_mode() if use_mode else contextlib.nullcontext()
-    stream_ids: set[int] = set()
-    ids_lock = threading.Lock()
-
-    def note_stream() -> None:
-        if ops.has_streams:
-            with ids_lock:
-                stream_ids.add(ops.stream_id(ops.current_stream()))
+    stream_ids = StreamIds(ops)
 
     writes, reads = Tally(), Tally()
     with mode, ThreadPoolExecutor(PRODUCER_THREADS, thread_name_prefix="handoff-writer") as pool:
@@ -337,7 +346,7 @@ def in_place_writes_across_threads(ops: HandoffOps, sec: Section, params: dict[s
         outs = [ops.sentinel_like(x) for x in inputs]  # made (and finished) on main
 
         def fill(k: int) -> None:
-            note_stream()
+            stream_ids.note_current()
             ops.produce_into(outs[k], inputs[k])
 
         fills = [pool.submit(fill, k) for k in range(count)]
@@ -349,7 +358,7 @@ def in_place_writes_across_threads(ops: HandoffOps, sec: Section, params: dict[s
         queued = [threading.Event() for _ in range(count)]
 
         def read(k: int) -> Any:
-            note_stream()
+            stream_ids.note_current()
             y = ops.produce(inputs[k])  # queued, still reading inputs[k]
             queued[k].set()
             return y
@@ -369,15 +378,11 @@ def in_place_writes_across_threads(ops: HandoffOps, sec: Section, params: dict[s
         mismatches=writes.mismatches + reads.mismatches,
         write_mismatches=writes.mismatches,
         read_mismatches=reads.mismatches,
-        writer_stream_ids=sorted(stream_ids),
+        writer_stream_ids=sorted(stream_ids.ids),
         per_thread_mode=use_mode,
     )
     if use_mode:
-        sec.check(
-            bool(stream_ids) and 0 not in stream_ids,
-            f"per-thread mode left writers on the default stream (ids {sorted(stream_ids)}): "
-            "no write across streams was tested",
-        )
+        stream_ids.check_crossed(sec, "writers", "write across streams")
 
 
 # --------------------------------------------------------------------------- unsafe control
