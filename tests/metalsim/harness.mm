@@ -189,9 +189,7 @@ void copyOp(id<MTLBuffer> dst, id<MTLBuffer> src) {
 // MPSStream::executeMPSGraph encodes the graph with its results dictionary (not committed unless
 // COMMIT_ADAPTIVE decides to). `nested`: another graph op (on scratch buffers) runs between this
 // op's Placeholders and its graph, as a cast inside an op does.
-void graphResultOp(id<MTLBuffer> out, id<MTLBuffer> in, bool nested = false);
-
-void graphResultOp(id<MTLBuffer> out, id<MTLBuffer> in, bool nested) {
+void graphResultOp(id<MTLBuffer> out, id<MTLBuffer> in, bool nested = false) {
   static MPSGraph* graph = [MPSGraph new];
   static MPSGraphTensor* input = [MPSGraphTensor new];
   static MPSGraphTensor* result = [MPSGraphTensor new];
@@ -394,8 +392,7 @@ void scenarioWriteHandoff(const std::string& mode) {
       }
       const uint8_t a = uint8_t(pair * 40 + i), b = uint8_t(a + 100), c = uint8_t(a + 50);
       Buffer x = allocate();
-      std::promise<void> made, readEncoded, ownerWrote, workerWrote;
-      std::promise<void> ownerRead;
+      std::promise<void> made, readEncoded, ownerWrote, workerWrote, ownerRead;
       Buffer readResult;
       std::thread worker([&] {
         at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
