@@ -855,6 +855,14 @@ using metalsim::engine;
 // Encoders
 // ------------------------------------------------------------------------------------------
 
+// The simulated kernel's arithmetic: out[i] = in[i] + 1, or out[i] += 1 without an input.
+static void addOne(SimBuffer* out, SimBuffer* in) {
+  const NSUInteger n = in ? std::min(in->_length, out->_length) : out->_length;
+  for (NSUInteger i = 0; i < n; ++i) {
+    out->_bytes[i] = (uint8_t)((in ? in->_bytes[i] : out->_bytes[i]) + 1);
+  }
+}
+
 @implementation SimComputeEncoder
 - (instancetype)initWithBuffer:(SimCommandBuffer*)buffer {
   _buffer = buffer;
@@ -902,12 +910,7 @@ using metalsim::engine;
     }
   }
   if (out) {
-    command.body = [out, in] {
-      const NSUInteger n = in ? std::min(in->_length, out->_length) : out->_length;
-      for (NSUInteger i = 0; i < n; ++i) {
-        out->_bytes[i] = (uint8_t)((in ? in->_bytes[i] : out->_bytes[i]) + 1);
-      }
-    };
+    command.body = [out, in] { addOne(out, in); };
   }
   for (auto& [index, buffer] : *_bound) {
     [buffer release];
@@ -1393,10 +1396,7 @@ using metalsim::engine;
   }
   command.body = [in, outs] {
     for (SimBuffer* out : outs) {
-      const NSUInteger n = in ? std::min(in->_length, out->_length) : out->_length;
-      for (NSUInteger i = 0; i < n; ++i) {
-        out->_bytes[i] = (uint8_t)((in ? in->_bytes[i] : out->_bytes[i]) + 1);
-      }
+      addOne(out, in);
     }
   };
   metalsim::addCommand((SimCommandBuffer*)[commandBuffer rootCommandBuffer], std::move(command));
