@@ -13,7 +13,9 @@ Modes, for each model and client count N:
   asyncio     N asyncio tasks on one event loop awaiting BatchQueue.submit_async
   offline     one thread, batch N, back to back: the limit for this model and device
 It also measures the queue's own cost: microseconds per request with a no-op model, for
-client threads and for asyncio clients.
+client threads and for asyncio clients, side by side with the floors: the same clients with
+no queue at all (a baton passed around the client threads; futures resolved in batches on the
+event loop, or by a helper thread), the least any queue could cost on this machine.
 
 BatchQueue comes from --batch-queue-file, else the installed torch (torch.mps.BatchQueue),
 else the patched reference tree of this project (--tree DIR, or the series applied to the
@@ -391,6 +393,146 @@ def noop_run(batch_queue: type, kind: str, inputs: list[torch.Tensor], args: arg
     return 1e6 / sample.summary()["throughput_rps"], cpu * 1e6, switches
 
 
+# ---------------------------------------------------------------- floors: no queue at all
+
+
+def floor_threads_run(clients: int, args: argparse.Namespace) -> float:
+    """Microseconds per request of the cheapest closed loop of ``clients`` threads: no queue.
+
+    Each thread waits on its own lock, records its call as run_clients does, and wakes the
+    next thread (a baton passed around a ring). A blocking queue must wake each caller once
+    per request to hand it its result, so under the GIL no such queue costs less than this.
+    """
+    locks = [threading.Lock() for _ in range(clients)]
+    for lock in locks:
+        lock.acquire()
+    records: list[list[tuple[float, float, int]]] = [[] for _ in range(clients)]
+    window = Window(args.warmup, args.seconds)
+    ready = threading.Barrier(clients + 1)
+
+    def client(index: int) -> None:
+        mine, following = locks[index], locks[(index + 1) % clients]
+        out, now = records[index], time.perf_counter
+        ready.wait()
+        started = now()
+        while True:
+            mine.acquire()
+            finished = now()
+            out.append((finished, finished - started, 1))
+            if window.stop.is_set():
+                following.release()  # the baton goes round once more: everyone leaves
+                return
+            started = now()
+            following.release()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    locks[0].release()
+    window.run(records)
+    for thread in threads:
+        thread.join()
+    return 1e6 / window.sample(records).summary()["throughput_rps"]
+
+
+def floor_asyncio_run(clients: int, args: argparse.Namespace, off_loop: bool) -> float:
+    """Microseconds per request of the cheapest batching of ``clients`` asyncio tasks on one
+    event loop: no queue. Each request is a future; once every client waits, one torch.cat
+    of the inputs and one split into rows resolve them all, as any batching queue must.
+
+    ``off_loop`` False: the batch runs on the event loop itself (the absolute floor, but a
+    model would block the loop). True: a helper thread runs it and posts the results with one
+    call_soon_threadsafe per batch, as a queue that never blocks the loop must: the floor for
+    ``submit_async``. The difference is the price of two thread wake-ups per batch.
+    """
+    inputs = [torch.zeros(1, 16) for _ in range(clients)]
+    records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
+    window = Window(args.warmup, args.seconds)
+    ready = threading.Barrier(2)
+    pending: list[tuple[asyncio.Future, torch.Tensor]] = []
+    cond = threading.Condition()
+    served = threading.Event()  # every client left: the helper thread may stop
+
+    def take() -> list[tuple[asyncio.Future, torch.Tensor]]:
+        batch = pending[:]
+        pending.clear()
+        return batch
+
+    def results(batch: list[tuple[asyncio.Future, torch.Tensor]]) -> list[tuple[Any, Any]]:
+        """Each future of ``batch`` with its row of the batch output (a batch of one is its
+        own output, as in BatchQueue)."""
+        if len(batch) == 1:
+            return batch
+        rows = torch.cat([x for _, x in batch]).split([1] * len(batch))
+        return list(zip((future for future, _ in batch), rows, strict=True))
+
+    def settle(items: list[tuple[asyncio.Future, torch.Tensor]]) -> None:
+        for future, row in items:
+            future.set_result(row)
+
+    def helper(loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with cond:
+                while len(pending) < clients and not served.is_set():
+                    if window.stop.is_set() and pending:
+                        break  # the last, partial batch: its clients leave after it
+                    cond.wait(0.01)
+                if served.is_set():
+                    return
+                batch = take()
+            loop.call_soon_threadsafe(settle, results(batch))
+
+    def submit(loop: asyncio.AbstractEventLoop, x: torch.Tensor) -> asyncio.Future:
+        future = loop.create_future()
+        if off_loop:
+            with cond:
+                pending.append((future, x))
+                if len(pending) == clients:
+                    cond.notify()
+        else:
+            pending.append((future, x))
+            if len(pending) == clients:
+                settle(results(take()))
+        return future
+
+    async def client(x: torch.Tensor, out: list[tuple[float, float, int]]) -> None:
+        loop, now = asyncio.get_running_loop(), time.perf_counter
+        while not window.stop.is_set():
+            started = now()
+            await submit(loop, x)
+            finished = now()
+            out.append((finished, finished - started, 1))
+        if not off_loop and pending:  # the others left: resolve the last, partial batch
+            settle(results(take()))
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        worker = threading.Thread(target=helper, args=(loop,), daemon=True)
+        if off_loop:
+            worker.start()
+        ready.wait()
+        await asyncio.gather(*(client(x, out) for x, out in zip(inputs, records, strict=True)))
+        served.set()
+        if off_loop:
+            await asyncio.to_thread(worker.join)
+
+    loop_thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    loop_thread.start()
+    ready.wait()
+    window.run(records)
+    loop_thread.join()
+    return 1e6 / window.sample(records).summary()["throughput_rps"]
+
+
+# Each floor: how it is measured, and which no-op queue figure it bounds from below.
+FLOORS: dict[str, tuple[Callable[[int, argparse.Namespace], float], str]] = {
+    "threads": (floor_threads_run, "threads"),
+    "asyncio_off_loop": (lambda n, args: floor_asyncio_run(n, args, off_loop=True), "asyncio"),
+    "asyncio_in_loop": (lambda n, args: floor_asyncio_run(n, args, off_loop=False), "asyncio"),
+}
+
+
 def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str, Any]:
     """The queue's own cost with a no-op fn, in microseconds per request.
 
@@ -398,11 +540,13 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
     thread wake-up; asyncio: N asyncio tasks on one event loop awaiting submit_async(x);
     pipelined: one thread submits bursts of 64 futures, then waits for them. For the first
     two it also reports the process CPU time and the context switches per request: what
-    the time is spent on (Python work, or threads waking).
+    the time is spent on (Python work, or threads waking). Next to them, with the same
+    client counts: the floors (FLOORS), what the same clients cost with no queue at all.
     """
     inputs = [torch.zeros(1, 16) for _ in range(max(args.clients))]
     per_request: dict[str, dict[str, float]] = {"threads": {}, "asyncio": {}}
     detail: dict[str, dict[str, dict[str, float]]] = {"threads": {}, "asyncio": {}}
+    floors: dict[str, dict[str, float]] = {name: {} for name in FLOORS}
     for clients in args.clients:
         for kind in ("threads", "asyncio"):  # side by side, so both see the same load
             us, cpu_us, switches = noop_run(batch_queue, kind, inputs[:clients], args)
@@ -414,6 +558,11 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
                 f"(process CPU {cpu_us:5.1f} us, {switches:4.2f} context switches per request)",
                 flush=True,
             )
+        for name, (measure, queue_kind) in FLOORS.items():
+            floor = floors[name][str(clients)] = measure(clients, args)
+            ratio = per_request[queue_kind][str(clients)] / floor
+            print(f"floor        {name:16s} clients={clients:3d}  {floor:6.1f} us/request  "
+                  f"(BatchQueue {queue_kind}: {ratio:4.2f}x this floor)", flush=True)  # fmt: skip
 
     burst = 64
     queue = batch_queue(lambda x: x, max_batch_size=burst, max_delay_ms=args.max_delay_ms)
@@ -430,6 +579,7 @@ def bench_noop_overhead(batch_queue: type, args: argparse.Namespace) -> dict[str
     return {
         "closed_loop_us_per_request": per_request["threads"],
         "asyncio_us_per_request": per_request["asyncio"],
+        "floor_us_per_request": floors,
         "closed_loop_detail": detail["threads"],
         "asyncio_detail": detail["asyncio"],
         "pipelined_us_per_request": pipelined,

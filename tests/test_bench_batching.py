@@ -1,0 +1,75 @@
+"""scripts/bench_batching.py: the floors it measures finish and count every client, and a
+quick run writes every figure the README table reads (with the series' BatchQueue, on CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import bench_batching  # noqa: E402
+
+WAIT = 60  # seconds: a floor that hangs fails instead of blocking the suite
+SHORT = argparse.Namespace(warmup=0.05, seconds=0.3)
+
+
+def finishes(measure: Callable[[], float]) -> float:
+    """Run ``measure`` on a thread; fail when it has not returned within WAIT seconds."""
+    result: list[float] = []
+    thread = threading.Thread(target=lambda: result.append(measure()), daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive(), f"the floor did not finish within {WAIT} s (clients stuck)"
+    assert result, "the floor raised (see the thread's traceback above)"
+    return result[0]
+
+
+@pytest.mark.parametrize("clients", [1, 3])
+@pytest.mark.parametrize("name", list(bench_batching.FLOORS))
+def test_floor_finishes_with_every_client_served(name: str, clients: int) -> None:
+    measure, _ = bench_batching.FLOORS[name]
+    us = finishes(lambda: measure(clients, SHORT))
+    assert 0 < us < 1e5, f"{name} floor: {us} us per request"
+
+
+def test_threads_floor_passes_the_baton_to_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each client of the threads floor completes requests: the ring really goes round."""
+    seen: list[list[list[tuple[float, float, int]]]] = []
+    sample = bench_batching.Window.sample
+
+    def record(self: bench_batching.Window, records: list) -> bench_batching.Sample:
+        seen.append(records)
+        return sample(self, records)
+
+    monkeypatch.setattr(bench_batching.Window, "sample", record)
+    finishes(lambda: bench_batching.floor_threads_run(4, SHORT))
+    counts = [len(per_client) for per_client in seen[0]]
+    assert min(counts) > 0 and max(counts) - min(counts) <= 1, counts
+
+
+def test_quick_run_writes_every_figure(patched_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    status = bench_batching.main([
+        "--device", "cpu", "--quick", "--clients", "1,2", "--models", "mlp",
+        "--seconds", "0.2", "--warmup", "0.05",
+        "--batch-queue-file", str(patched_tree / "torch" / "mps" / "batch_queue.py"),
+        "--json", str(out),
+    ])  # fmt: skip
+    assert status == 0
+    report = json.loads(out.read_text())
+    modes = {(row["mode"], row["clients"]) for row in report["results"]}
+    assert modes == {(mode, n) for mode in bench_batching.MODES for n in (1, 2)}
+    overhead = report["noop_overhead"]
+    for figure in ("closed_loop_us_per_request", "asyncio_us_per_request"):
+        assert set(overhead[figure]) == {"1", "2"}, figure
+    assert set(overhead["floor_us_per_request"]) == set(bench_batching.FLOORS)
+    for name, per_count in overhead["floor_us_per_request"].items():
+        assert set(per_count) == {"1", "2"} and min(per_count.values()) > 0, name
+    assert report["side_stream_check"].get("correct") is not False
