@@ -43,6 +43,26 @@ def bq(patched_tree: Path) -> ModuleType:
     return module
 
 
+# Who runs batches of CPU tensors: the worker thread (the default), or a blocking caller, as
+# for accelerator tensors. Every test runs under both, so the callers' path, the one MPS
+# batches take, is exercised on CPU too; @pytest.mark.runner_policy(NAME) pins one.
+HOST_BATCHES_ON_WORKER = {"host-on-worker": True, "callers-run": False}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "runner_policy" in metafunc.fixturenames:
+        pinned = metafunc.definition.get_closest_marker("runner_policy")
+        names = [pinned.args[0]] if pinned else list(HOST_BATCHES_ON_WORKER)
+        metafunc.parametrize("runner_policy", names, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def runner_policy(request: pytest.FixtureRequest, bq: ModuleType, monkeypatch) -> str:
+    on_worker = HOST_BATCHES_ON_WORKER[request.param]
+    monkeypatch.setattr(bq.BatchQueue, "_host_batches_on_worker", on_worker)
+    return request.param
+
+
 def rows(*values: float, width: int = 3) -> torch.Tensor:
     """A request of len(values) rows; row i is filled with values[i]."""
     return torch.tensor(values, dtype=torch.float32).unsqueeze(1).repeat(1, width)
@@ -646,6 +666,7 @@ def test_idle_queue_runs_the_batch_on_the_calling_thread(bq):
     assert threads_seen == [threading.current_thread()] * 2  # no hand-off to the worker
 
 
+@pytest.mark.runner_policy("callers-run")
 def test_requests_arriving_during_a_callers_batch_join_the_next_in_order_and_isolated(bq):
     """The first caller runs its batch; later ones queue, in order, and one of them runs
     the next batch on its own thread, where the poisoned request fails alone."""
@@ -690,6 +711,35 @@ def test_requests_arriving_during_a_callers_batch_join_the_next_in_order_and_iso
             assert isinstance(results[value], ValueError)
         else:
             assert results[value] == 2 * value
+
+
+@pytest.mark.runner_policy("host-on-worker")
+def test_host_batches_of_several_callers_run_on_the_worker_thread(bq):
+    """CPU batches keep to one thread, so a CPU model keeps one intra-op thread team: no
+    blocking caller runs a batch of several requests, and each caller gets its own rows."""
+    batches: list[tuple[int, threading.Thread]] = []
+
+    def fn(x):
+        batches.append((x.shape[0], threading.current_thread()))
+        return x * 2
+
+    results: dict[float, float] = {}
+    callers = []
+    with bq.BatchQueue(fn, max_batch_size=4, max_delay_ms=50, name="host-runner") as queue:
+        for value in (1.0, 2.0, 3.0, 4.0) * 5:
+            callers.append(threading.Thread(
+                target=lambda v=value: results.setdefault(v, queue(rows(v))[0, 0].item()),
+                daemon=True,
+            ))  # fmt: skip
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(WAIT)
+            assert not t.is_alive()
+    assert results == {1.0: 2.0, 2.0: 4.0, 3.0: 6.0, 4.0: 8.0}
+    assert sum(size for size, _ in batches) == 20
+    assert any(size > 1 for size, _ in batches), "no batch of several requests formed"
+    assert {thread.name for _, thread in batches} == {"host-runner"}, batches
 
 
 def test_a_request_that_fills_an_idle_queue_runs_at_once_on_its_caller(bq):
