@@ -52,6 +52,10 @@ HOST_BATCHES_ON_WORKER = {"host-on-worker": True, "callers-run": False}
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "runner_policy" in metafunc.fixturenames:
         pinned = metafunc.definition.get_closest_marker("runner_policy")
+        if pinned and pinned.args[0] not in HOST_BATCHES_ON_WORKER:
+            raise ValueError(
+                f"runner_policy({pinned.args[0]!r}): use one of {list(HOST_BATCHES_ON_WORKER)}"
+            )
         names = [pinned.args[0]] if pinned else list(HOST_BATCHES_ON_WORKER)
         metafunc.parametrize("runner_policy", names, indirect=True)
 
@@ -723,23 +727,69 @@ def test_host_batches_of_several_callers_run_on_the_worker_thread(bq):
         batches.append((x.shape[0], threading.current_thread()))
         return x * 2
 
-    results: dict[float, float] = {}
-    callers = []
+    results: list[tuple[float, Any]] = []
+
+    def client(value: float) -> None:
+        try:
+            results.append((value, queue(rows(value))[0, 0].item()))
+        except Exception as exc:
+            results.append((value, exc))
+
+    values = [1.0, 2.0, 3.0, 4.0] * 5
+    callers = [threading.Thread(target=client, args=(v,), daemon=True) for v in values]
     with bq.BatchQueue(fn, max_batch_size=4, max_delay_ms=50, name="host-runner") as queue:
-        for value in (1.0, 2.0, 3.0, 4.0) * 5:
-            callers.append(threading.Thread(
-                target=lambda v=value: results.setdefault(v, queue(rows(v))[0, 0].item()),
-                daemon=True,
-            ))  # fmt: skip
         for t in callers:
             t.start()
         for t in callers:
             t.join(WAIT)
             assert not t.is_alive()
-    assert results == {1.0: 2.0, 2.0: 4.0, 3.0: 6.0, 4.0: 8.0}
+    assert not [r for r in results if isinstance(r[1], Exception)], results
+    assert sorted(results) == sorted((v, 2 * v) for v in values), results
     assert sum(size for size, _ in batches) == 20
     assert any(size > 1 for size, _ in batches), "no batch of several requests formed"
     assert {thread.name for _, thread in batches} == {"host-runner"}, batches
+
+
+@pytest.mark.runner_policy("host-on-worker")
+def test_a_device_runner_hands_host_batches_to_the_worker(bq):
+    """A runner whose own request is done passes the role on: to the worker when only host
+    callers wait. float64 requests stand in for accelerator tensors here."""
+
+    class DeviceAsDouble(bq.BatchQueue):
+        def _may_run_batches(self, req):
+            return req.waiter is not None and req.leaves[0].dtype == torch.float64
+
+    gate, started = threading.Event(), threading.Event()
+    batches: list[tuple[torch.dtype, int, str]] = []
+
+    def fn(x):
+        if not started.is_set():
+            started.set()
+            assert gate.wait(WAIT)
+        batches.append((x.dtype, x.shape[0], threading.current_thread().name))
+        return x * 2
+
+    results: list[float] = []
+    with DeviceAsDouble(fn, max_batch_size=8, max_delay_ms=0, name="worker") as queue:
+        device_caller = threading.Thread(
+            target=lambda: results.append(queue(rows(0.5).double())[0, 0].item()),
+            name="device-caller", daemon=True,
+        )  # fmt: skip
+        device_caller.start()
+        assert started.wait(WAIT)
+        hosts = [
+            threading.Thread(target=lambda v=v: results.append(queue(rows(v))[0, 0].item()))
+            for v in (1.0, 2.0, 3.0)
+        ]
+        for i, t in enumerate(hosts):
+            t.start()
+            wait_until(lambda i=i: queue.stats()["pending"] == i + 1, f"{i + 1} are queued")
+        gate.set()
+        for t in [device_caller, *hosts]:
+            t.join(WAIT)
+            assert not t.is_alive()
+    assert sorted(results) == [1.0, 2.0, 4.0, 6.0]
+    assert batches == [(torch.float64, 1, "device-caller"), (torch.float32, 3, "worker")]
 
 
 def test_a_request_that_fills_an_idle_queue_runs_at_once_on_its_caller(bq):
