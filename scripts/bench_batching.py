@@ -199,7 +199,7 @@ class Window:
 
 
 def run_clients(
-    request: Callable[[torch.Tensor], Any], inputs: list[torch.Tensor], window: Window, rows: int
+    request: Callable[[Any], Any], inputs: list[Any], window: Window, rows: int
 ) -> Sample:
     """One thread per input calls request(input) in a closed loop until the window ends."""
     records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
@@ -233,9 +233,11 @@ def run_async_clients(
     inputs: list[torch.Tensor],
     window: Window,
     rows: int,
+    on_leave: Callable[[], None] | None = None,
 ) -> Sample:
     """One asyncio task per input awaits submit_async(input) in a closed loop until the window
-    ends; all tasks share one event loop on one thread."""
+    ends; all tasks share one event loop on one thread. ``on_leave`` runs on the loop as each
+    task leaves (a batcher resolves the requests of the tasks still waiting)."""
     records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
     ready = threading.Barrier(2)
 
@@ -246,6 +248,8 @@ def run_async_clients(
             await submit_async(x)
             finished = now()
             out.append((finished, finished - started, rows))
+        if on_leave is not None:
+            on_leave()
 
     async def serve() -> None:
         ready.wait()
@@ -399,41 +403,23 @@ def noop_run(batch_queue: type, kind: str, inputs: list[torch.Tensor], args: arg
 def floor_threads_run(clients: int, args: argparse.Namespace) -> float:
     """Microseconds per request of the cheapest closed loop of ``clients`` threads: no queue.
 
-    Each thread waits on its own lock, records its call as run_clients does, and wakes the
-    next thread (a baton passed around a ring). A blocking queue must wake each caller once
-    per request to hand it its result, so under the GIL no such queue costs less than this.
+    A request of client i waits for a baton on its own lock and passes it to client i + 1
+    (one baton goes round the ring). A blocking queue must wake each caller once per request
+    to hand it its result, so under the GIL no such queue costs less than this. When the
+    window ends the baton goes round once more, and each client leaves after passing it.
     """
     locks = [threading.Lock() for _ in range(clients)]
     for lock in locks:
         lock.acquire()
-    records: list[list[tuple[float, float, int]]] = [[] for _ in range(clients)]
+
+    def request(index: int) -> None:
+        locks[index].acquire()
+        locks[(index + 1) % clients].release()
+
+    locks[0].release()  # the baton
     window = Window(args.warmup, args.seconds)
-    ready = threading.Barrier(clients + 1)
-
-    def client(index: int) -> None:
-        mine, following = locks[index], locks[(index + 1) % clients]
-        out, now = records[index], time.perf_counter
-        ready.wait()
-        started = now()
-        while True:
-            mine.acquire()
-            finished = now()
-            out.append((finished, finished - started, 1))
-            if window.stop.is_set():
-                following.release()  # the baton goes round once more: everyone leaves
-                return
-            started = now()
-            following.release()
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    locks[0].release()
-    window.run(records)
-    for thread in threads:
-        thread.join()
-    return 1e6 / window.sample(records).summary()["throughput_rps"]
+    sample = run_clients(request, list(range(clients)), window, rows=1)
+    return 1e6 / sample.summary()["throughput_rps"]
 
 
 def floor_asyncio_run(clients: int, args: argparse.Namespace, off_loop: bool) -> float:
@@ -446,12 +432,9 @@ def floor_asyncio_run(clients: int, args: argparse.Namespace, off_loop: bool) ->
     call_soon_threadsafe per batch, as a queue that never blocks the loop must: the floor for
     ``submit_async``. The difference is the price of two thread wake-ups per batch.
     """
-    inputs = [torch.zeros(1, 16) for _ in range(clients)]
-    records: list[list[tuple[float, float, int]]] = [[] for _ in inputs]
     window = Window(args.warmup, args.seconds)
-    ready = threading.Barrier(2)
     pending: list[tuple[asyncio.Future, torch.Tensor]] = []
-    cond = threading.Condition()
+    cond = threading.Condition()  # guards pending when off_loop
     served = threading.Event()  # every client left: the helper thread may stop
 
     def take() -> list[tuple[asyncio.Future, torch.Tensor]]:
@@ -471,7 +454,7 @@ def floor_asyncio_run(clients: int, args: argparse.Namespace, off_loop: bool) ->
         for future, row in items:
             future.set_result(row)
 
-    def helper(loop: asyncio.AbstractEventLoop) -> None:
+    def helper() -> None:
         while True:
             with cond:
                 while len(pending) < clients and not served.is_set():
@@ -481,10 +464,10 @@ def floor_asyncio_run(clients: int, args: argparse.Namespace, off_loop: bool) ->
                 if served.is_set():
                     return
                 batch = take()
-            loop.call_soon_threadsafe(settle, results(batch))
+            batch[0][0].get_loop().call_soon_threadsafe(settle, results(batch))
 
-    def submit(loop: asyncio.AbstractEventLoop, x: torch.Tensor) -> asyncio.Future:
-        future = loop.create_future()
+    def submit(x: torch.Tensor) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
         if off_loop:
             with cond:
                 pending.append((future, x))
@@ -496,33 +479,22 @@ def floor_asyncio_run(clients: int, args: argparse.Namespace, off_loop: bool) ->
                 settle(results(take()))
         return future
 
-    async def client(x: torch.Tensor, out: list[tuple[float, float, int]]) -> None:
-        loop, now = asyncio.get_running_loop(), time.perf_counter
-        while not window.stop.is_set():
-            started = now()
-            await submit(loop, x)
-            finished = now()
-            out.append((finished, finished - started, 1))
-        if not off_loop and pending:  # the others left: resolve the last, partial batch
+    def flush() -> None:  # a client left: the others' last, partial batch
+        if pending:
             settle(results(take()))
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        worker = threading.Thread(target=helper, args=(loop,), daemon=True)
-        if off_loop:
-            worker.start()
-        ready.wait()
-        await asyncio.gather(*(client(x, out) for x, out in zip(inputs, records, strict=True)))
+    inputs = [torch.zeros(1, 16) for _ in range(clients)]
+    if not off_loop:
+        sample = run_async_clients(submit, inputs, window, rows=1, on_leave=flush)
+        return 1e6 / sample.summary()["throughput_rps"]
+    worker = threading.Thread(target=helper, daemon=True)
+    worker.start()
+    try:
+        sample = run_async_clients(submit, inputs, window, rows=1)
+    finally:
         served.set()
-        if off_loop:
-            await asyncio.to_thread(worker.join)
-
-    loop_thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    loop_thread.start()
-    ready.wait()
-    window.run(records)
-    loop_thread.join()
-    return 1e6 / window.sample(records).summary()["throughput_rps"]
+        worker.join()
+    return 1e6 / sample.summary()["throughput_rps"]
 
 
 # Each floor: how it is measured, and which no-op queue figure it bounds from below.
