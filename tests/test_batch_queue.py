@@ -650,11 +650,17 @@ def test_stress_every_request_completes_exactly_once(bq, drain):
 
 
 def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
+    if not happens_within(condition, WAIT):
+        pytest.fail(f"timed out waiting until {what}")
+
+
+def happens_within(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting until {what}")
+            return False
         time.sleep(0.001)
+    return True
 
 
 def test_idle_queue_runs_the_batch_on_the_calling_thread(bq):
@@ -1104,6 +1110,12 @@ class StandInStreams:
         self.log.append(("synchronize", event.stream.stream_id))
         event.complete()
 
+    def query(self, event) -> bool:
+        return True  # the stand-in runs a stream's work when it is waited for
+
+    def copy(self, x, device):
+        return x.to(device), False
+
 
 def stream_ordering_run(
     bq, monkeypatch, streams: StandInStreams, solo: bool = False
@@ -1256,3 +1268,267 @@ def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
         assert holder.result(WAIT)[0, 0].item() == 2.0
         assert queue(rows(3.0))[0, 0].item() == 6.0  # the queue still serves
     assert seen == [1.0, 3.0]
+
+
+@pytest.mark.runner_policy("host-on-worker")  # the batch must run on the worker, not on main
+def test_caller_interrupted_while_its_batch_runs_does_not_stall_the_callers_after_it(bq):
+    """SIGINT reaches the main thread while its request runs in a batch shared with another
+    blocking caller that comes after it in the chain of wake-ups. The main thread leaves with
+    KeyboardInterrupt; the other caller still gets its result (the chain skips the main
+    thread instead of waiting for it to pass the wake-up on)."""
+    first_batch, second_batch = threading.Event(), threading.Event()
+    release_first, release_second = threading.Event(), threading.Event()
+
+    def fn(x):
+        if x[0, 0].item() == 1.0:
+            first_batch.set()
+            assert release_first.wait(WAIT)
+        else:
+            second_batch.set()
+            assert release_second.wait(WAIT)
+        return x * 2
+
+    main = threading.main_thread()
+    assert threading.current_thread() is main, "SIGINT reaches the main thread only"
+    with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=0) as queue:
+        holder = queue.submit(rows(1.0))  # keeps the worker busy while the next batch forms
+        assert first_batch.wait(WAIT)
+        results: list[float] = []
+
+        def after_main() -> None:
+            wait_until(lambda: queue.stats()["pending"] == 1, "the main thread's request queued")
+            results.append(queue(rows(7.0))[0, 0].item())
+
+        def interrupt() -> None:
+            wait_until(lambda: queue.stats()["pending"] == 2, "both requests queued")
+            release_first.set()
+            assert second_batch.wait(WAIT)  # the main thread's request is running now
+            time.sleep(0.05)
+            signal.pthread_kill(main.ident, signal.SIGINT)
+            time.sleep(0.05)
+            release_second.set()
+
+        other = threading.Thread(target=after_main, daemon=True)
+        sender = threading.Thread(target=interrupt, daemon=True)
+        other.start()
+        sender.start()
+        with pytest.raises(KeyboardInterrupt):
+            queue(rows(5.0))
+        sender.join(WAIT)
+        other.join(5)
+        assert not other.is_alive(), "the caller after the interrupted one was never woken"
+        assert results == [14.0]
+        assert holder.result(WAIT)[0, 0].item() == 2.0
+
+
+# ---------------------------------------------------------------- batches in flight
+
+
+class GatedStreams(StandInStreams):
+    """Stand-in streams whose batch-stream events complete only when the test (or a timer)
+    opens their gate: a device still computing a launched batch."""
+
+    def __init__(self, open_after: float | None = None) -> None:
+        super().__init__()
+        self.gates: list[threading.Event] = []  # one per event on the batch stream, in order
+        self.open_after = open_after  # seconds after which a gate opens by itself
+
+    def record(self, stream):
+        event = super().record(stream)
+        event.gate = threading.Event()
+        if stream is not self.default:
+            event.gate.set()  # a caller's stream: its work is not what the test holds back
+        else:
+            self.gates.append(event.gate)
+            if self.open_after is not None:
+                threading.Timer(self.open_after, event.gate.set).start()
+        return event
+
+    def query(self, event) -> bool:
+        return event.gate.is_set()
+
+    def synchronize(self, event) -> None:
+        assert event.gate.wait(WAIT)
+        super().synchronize(event)
+
+
+def long_batches(queue, seconds: float = WAIT):
+    """The queue has seen its batches take ``seconds`` on the device (by default long, as
+    the gated stand-ins make them): while one computes, the runner waits for the next to
+    become due, not for the device."""
+    queue._device_seconds = seconds
+    return queue
+
+
+def launched_while_first_computes(
+    bq, monkeypatch, device_seconds: float = WAIT
+) -> tuple[int, int, list[float]]:
+    """Three full batches from a side stream, on a device whose batches took
+    ``device_seconds``. Returns how many had been launched while the first still computed,
+    how many once the second was launched too (before any completed), and every result
+    once the gates are open."""
+    streams = GatedStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    launched: list[list[float]] = []
+
+    def fn(x):
+        launched.append(x[:, 0].tolist())
+        return x * 2
+
+    streams.set_stream(StandInStream(7))
+    try:
+        queue = bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000)
+        with long_batches(queue, device_seconds):
+            futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+            wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
+            futures += [queue.submit(rows(3.0)), queue.submit(rows(4.0))]
+            happens_within(lambda: len(launched) == 2, 2)  # or not: the planted bug
+            during_first = len(launched)
+            futures += [queue.submit(rows(5.0)), queue.submit(rows(6.0))]
+            time.sleep(0.2)
+            before_any_completed = len(launched)
+            assert not any(f.done() for f in futures)  # nothing is handed out unfinished
+            def device_finishes_all() -> bool:
+                for gate in list(streams.gates):
+                    gate.set()
+                return all(f.done() for f in futures)
+
+            wait_until(device_finishes_all, "every batch was handed out")
+            results = [f.result(0)[0, 0].item() for f in futures]
+    finally:
+        streams.set_stream(streams.default)
+    assert launched == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    return during_first, before_any_completed, results
+
+
+def test_next_batch_launches_while_the_previous_one_still_computes(bq, monkeypatch):
+    """At most two batches are in flight: the second is launched behind the first while
+    the device computes it, the third waits until the first is handed out."""
+    during_first, before_any_completed, results = launched_while_first_computes(bq, monkeypatch)
+    assert (during_first, before_any_completed) == (2, 2)
+    assert results == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+
+def test_in_flight_check_fails_for_a_runner_that_waits_for_each_batch(bq, monkeypatch):
+    """Planted bug: one batch in flight at most, the runner waits before launching another."""
+    monkeypatch.setattr(bq, "_MAX_IN_FLIGHT", 1)
+    during_first, _, results = launched_while_first_computes(bq, monkeypatch)
+    assert during_first == 1
+    assert results == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+
+def test_short_batches_are_waited_for_before_the_next_is_launched(bq, monkeypatch):
+    """Batches that took less than _OVERLAP_MIN_SECONDS: watching the device would cost
+    more than the overlap gains, so the runner waits for each batch first."""
+    during_first, _, results = launched_while_first_computes(
+        bq, monkeypatch, device_seconds=bq._OVERLAP_MIN_SECONDS / 2
+    )
+    assert during_first == 1
+    assert results == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+
+def test_blocking_callers_get_their_rows_through_batches_in_flight(bq, monkeypatch):
+    """Threads on a side stream: batches complete a little after launch, so the runner
+    role passes with batches in flight (to a caller waiting in one, under callers-run)."""
+    streams = GatedStreams(open_after=0.002)
+    monkeypatch.setattr(bq, "_streams", streams)
+    errors: list[str] = []
+
+    def client(index: int, queue) -> None:
+        streams.set_stream(StandInStream(7))
+        for k in range(15):
+            value = float(index * 100 + k)
+            got = queue(rows(value))[0, 0].item()
+            if got != 2 * value:
+                errors.append(f"client {index} request {k}: {got} instead of {2 * value}")
+
+    with bq.BatchQueue(lambda x: x * 2, max_batch_size=3, max_delay_ms=1) as queue:
+        threads = [threading.Thread(target=client, args=(i, queue)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        assert not any(t.is_alive() for t in threads), "a caller was never woken"
+        stats = queue.stats()
+    assert errors == []
+    assert stats["requests"] == 8 * 15 and stats["pending"] == 0
+    assert len(streams.gates) >= stats["batches"]  # every batch waited for its own event
+
+
+def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
+    streams = GatedStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    killer = WorkerKiller("boom while a batch computes")
+
+    def fn(x):
+        if x[0, 0].item() == 3.0:
+            raise killer
+        return x * 2
+
+    streams.set_stream(StandInStream(7))
+    try:
+        queue = long_batches(bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000))
+        first = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+        wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
+        second = [queue.submit(rows(3.0)), queue.submit(rows(4.0))]
+        for future in first + second:
+            with pytest.raises(RuntimeError, match="died") as info:
+                future.result(WAIT)
+            assert info.value.__cause__ is killer
+        queue.close()
+    finally:
+        streams.set_stream(streams.default)
+
+
+def test_close_drains_batches_in_flight(bq, monkeypatch):
+    streams = GatedStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    streams.set_stream(StandInStream(7))
+    try:
+        queue = long_batches(bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=60_000))
+        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0)), queue.submit(rows(3.0))]
+        wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
+        closer = threading.Thread(target=queue.close)
+        closer.start()
+        wait_until(lambda: len(streams.gates) == 2, "close() launched the partial batch")
+        assert closer.is_alive()  # close() waits for the batches in flight
+        for gate in streams.gates:
+            gate.set()
+        closer.join(WAIT)
+        assert not closer.is_alive()
+        assert [f.result(0)[0, 0].item() for f in futures] == [2.0, 4.0, 6.0]
+    finally:
+        streams.set_stream(streams.default)
+
+
+def test_error_reported_when_waiting_for_a_batch_reruns_it_and_isolates_requests(
+    bq, monkeypatch
+):
+    """The device reports a failure only when the batch is waited for: the batch is run
+    again, bisected as for an error raised by fn, and good requests get their rows."""
+    streams = GatedStreams(open_after=0.0)
+    failed_once: list[bool] = []
+    synchronize = streams.synchronize
+
+    def failing_synchronize(event) -> None:
+        if not failed_once:
+            failed_once.append(True)
+            raise RuntimeError("device error reported late")
+        synchronize(event)
+
+    streams.synchronize = failing_synchronize
+    monkeypatch.setattr(bq, "_streams", streams)
+    calls: list[list[float]] = []
+
+    def fn(x):
+        calls.append(x[:, 0].tolist())
+        return x * 2
+
+    streams.set_stream(StandInStream(7))
+    try:
+        with bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000) as queue:
+            futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+            assert [f.result(WAIT)[0, 0].item() for f in futures] == [2.0, 4.0]
+    finally:
+        streams.set_stream(streams.default)
+    assert calls[0] == [1.0, 2.0] and len(calls) >= 2  # launched, then run again
