@@ -46,6 +46,7 @@ MODULE_IN_TREE = Path("torch") / "mps" / "batch_queue.py"
 MODES = ("offline", "locked", "threads", "batchqueue", "asyncio")
 QUEUE_MODES = ("batchqueue", "asyncio")
 SEQ_LEN, D_MODEL = 64, 256
+LARGE_D_MODEL = 1024
 MLP_WIDTH = 1024
 
 
@@ -120,10 +121,21 @@ def make_transformer() -> nn.Module:
     return nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
 
 
+def make_large_transformer() -> nn.Module:
+    """Six wide layers: on a GPU the device time of a batch dwarfs the host time to launch
+    it, the case where launching the next batch while one computes pays off."""
+    layer = nn.TransformerEncoderLayer(
+        d_model=LARGE_D_MODEL, nhead=8, dim_feedforward=4 * LARGE_D_MODEL, batch_first=True
+    )
+    return nn.TransformerEncoder(layer, num_layers=6, enable_nested_tensor=False)
+
+
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mlp": (make_mlp, (MLP_WIDTH,)),
     "transformer": (make_transformer, (SEQ_LEN, D_MODEL)),
+    "large-transformer": (make_large_transformer, (SEQ_LEN, LARGE_D_MODEL)),
 }
+DEFAULT_MODELS = ("mlp", "transformer")
 
 
 # ---------------------------------------------------------------- measurement
@@ -603,6 +615,58 @@ def check_side_stream_callers(batch_queue: type, device: torch.device) -> dict[s
     return {"checked": True, "correct": ok}
 
 
+def check_host_outputs(batch_queue: type, device: torch.device) -> dict[str, Any]:
+    """Correctness of outputs copied to the host (``output_device="cpu"``) while the runner
+    launches later batches: thread and asyncio clients share a queue of small batches, fn
+    writes its output last on the device (behind a chain of matmuls), and every row must come
+    back exactly as sent, doubled."""
+    if device.type == "cpu":
+        return {"checked": False, "reason": "outputs are on the host already"}
+    big = torch.randn(2048, 2048, device=device)
+
+    def late_output(x: torch.Tensor) -> torch.Tensor:
+        delay = big
+        for _ in range(16):  # milliseconds of device work: a copy read early reads stale rows
+            delay = delay @ big * 1e-3
+        return x * 2 + delay.sum() * 0  # written after the chain
+
+    clients, requests = 16, 40
+    width = 16384  # 64 KiB per row: every batch output is copied to the host without blocking
+    wrong = []
+
+    def check(value: float, out: torch.Tensor) -> None:
+        if out.device.type != "cpu" or not bool((out == 2 * value).all()):
+            wrong.append(value)
+
+    def thread_client(index: int) -> None:
+        with torch.inference_mode():
+            for k in range(requests):
+                value = float(index * 1000 + k)
+                check(value, queue(torch.full((1, width), value, device=device)))
+
+    async def async_client(index: int) -> None:
+        for k in range(requests):
+            value = float(-index * 1000 - k - 1)
+            x = torch.full((1, width), value, device=device)
+            check(value, await queue.submit_async(x))
+
+    async def async_clients() -> None:
+        with torch.inference_mode():
+            await asyncio.gather(*(async_client(i) for i in range(clients)))
+
+    with batch_queue(late_output, max_batch_size=8, max_delay_ms=1, output_device="cpu") as queue:
+        threads = [threading.Thread(target=thread_client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        asyncio.run(async_clients())
+        for t in threads:
+            t.join()
+    checked = 2 * clients * requests
+    verdict = "correct" if not wrong else f"WRONG OUTPUTS for {len(wrong)} requests"
+    print(f"host outputs of batches in flight: {verdict} ({checked} requests)", flush=True)
+    return {"checked": True, "correct": not wrong, "requests": checked, "wrong": len(wrong)}
+
+
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -660,7 +724,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, required=True, help="write results here")
     parser.add_argument("--plot", type=Path, help="write a PNG plot here (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="short windows (smoke test)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated, of {', '.join(MODELS)}")  # fmt: skip
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--seconds", type=float, help="measured time per mode (default 2)")
     parser.add_argument("--rounds", type=int, help="modes take turns this often (default 3)")
@@ -740,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
           f"threads, BatchQueue from {source}", flush=True)  # fmt: skip
     started = time.perf_counter()
     streams_check = check_side_stream_callers(batch_queue, device)
+    host_check = check_host_outputs(batch_queue, device)
     results: list[dict[str, Any]] = []
     queue_stats: list[dict[str, Any]] = []
     parameters: dict[str, int] = {}
@@ -774,14 +840,15 @@ def main(argv: list[str] | None = None) -> int:
         "batchqueue_stats": queue_stats,
         "noop_overhead": overhead,
         "side_stream_check": streams_check,
+        "host_output_check": host_check,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print_ratios(table)
     print(f"wrote {args.json} ({report['wall_seconds']} s)")
-    if streams_check.get("correct") is False:
-        print("error: a caller on a side stream got wrong outputs (see above)", file=sys.stderr)
+    if streams_check.get("correct") is False or host_check.get("correct") is False:
+        print("error: BatchQueue handed out wrong outputs (see above)", file=sys.stderr)
         return 1
     if args.plot is not None:
         plot(args.plot, results, str(device))

@@ -73,3 +73,28 @@ def test_quick_run_writes_every_figure(patched_tree: Path, tmp_path: Path) -> No
     for name, per_count in overhead["floor_us_per_request"].items():
         assert set(per_count) == {"1", "2"} and min(per_count.values()) > 0, name
     assert report["side_stream_check"].get("correct") is not False
+    assert report["host_output_check"] == {"checked": False,
+                                           "reason": "outputs are on the host already"}  # fmt: skip
+
+
+def test_large_transformer_is_a_choice_but_not_a_default() -> None:
+    """The device-bound model runs when asked for: on CPU it would take minutes per mode."""
+    args = bench_batching.parse_args(["--json", "x.json", "--models", "large-transformer"])
+    assert args.models == ["large-transformer"]
+    assert "large-transformer" not in bench_batching.parse_args(["--json", "x.json"]).models
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--sizes", "1k,2"], "--sizes '1k,2'"), (["--sizes", "0"], "--sizes '0'"),
+     ([], "no CUDA device")],
+)  # fmt: skip
+def test_host_copy_bench_refuses_bad_sizes_and_a_machine_without_cuda(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import bench_host_copy
+
+    if not argv and bench_host_copy.torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal cannot be shown here")
+    assert bench_host_copy.main(argv) == 2
+    assert message in capsys.readouterr().err
