@@ -8,6 +8,7 @@ torch package cannot be imported on Linux, but the module only uses the public t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import random
 import signal
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque, namedtuple
+from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import ModuleType
@@ -1352,6 +1354,16 @@ class GatedStreams(StandInStreams):
         super().synchronize(event)
 
 
+@contextlib.contextmanager
+def on_side_stream(streams: StandInStreams) -> Iterator[None]:
+    """This thread's requests are made on side stream 7, so their batches record events."""
+    streams.set_stream(StandInStream(7))
+    try:
+        yield
+    finally:
+        streams.set_stream(streams.default)
+
+
 def long_batches(queue, seconds: float = WAIT):
     """The queue has seen its batches take ``seconds`` on the device (by default long, as
     the gated stand-ins make them): while one computes, the runner waits for the next to
@@ -1369,14 +1381,9 @@ def launched_while_first_computes(
     once the gates are open."""
     streams = GatedStreams()
     monkeypatch.setattr(bq, "_streams", streams)
-    launched: list[list[float]] = []
-
-    def fn(x):
-        launched.append(x[:, 0].tolist())
-        return x * 2
-
-    streams.set_stream(StandInStream(7))
-    try:
+    fn = Recorder()
+    launched = fn.batches
+    with on_side_stream(streams):
         queue = bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000)
         with long_batches(queue, device_seconds):
             futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
@@ -1388,6 +1395,7 @@ def launched_while_first_computes(
             time.sleep(0.2)
             before_any_completed = len(launched)
             assert not any(f.done() for f in futures)  # nothing is handed out unfinished
+
             def device_finishes_all() -> bool:
                 for gate in list(streams.gates):
                     gate.set()
@@ -1395,8 +1403,6 @@ def launched_while_first_computes(
 
             wait_until(device_finishes_all, "every batch was handed out")
             results = [f.result(0)[0, 0].item() for f in futures]
-    finally:
-        streams.set_stream(streams.default)
     assert launched == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
     return during_first, before_any_completed, results
 
@@ -1427,22 +1433,37 @@ def test_short_batches_are_waited_for_before_the_next_is_launched(bq, monkeypatc
     assert results == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
 
 
-def test_blocking_callers_get_their_rows_through_batches_in_flight(bq, monkeypatch):
-    """Threads on a side stream: batches complete a little after launch, so the runner
-    role passes with batches in flight (to a caller waiting in one, under callers-run)."""
-    streams = GatedStreams(open_after=0.002)
+def test_blocking_callers_get_their_rows_through_batches_in_flight(
+    bq, monkeypatch, runner_policy
+):
+    """Threads on a side stream, batches of 4 ms on the device: every caller gets its rows.
+    Under callers-run the runner launches ahead and leaves with batches in flight, handing
+    them on with the role to a caller waiting in one (the worker, which runs CPU batches
+    otherwise, keeps the role until nothing is in flight)."""
+    streams = GatedStreams(open_after=0.004)
     monkeypatch.setattr(bq, "_streams", streams)
+    handed_on: list[Any] = []  # the new runner, each time the role left with batches in flight
+    pass_role = bq.BatchQueue._pass_role
+
+    def recording_pass_role(queue) -> None:
+        in_flight = bool(queue._inflight)
+        pass_role(queue)
+        if in_flight:
+            handed_on.append(queue._runner)
+
+    monkeypatch.setattr(bq.BatchQueue, "_pass_role", recording_pass_role)
     errors: list[str] = []
 
     def client(index: int, queue) -> None:
-        streams.set_stream(StandInStream(7))
-        for k in range(15):
-            value = float(index * 100 + k)
-            got = queue(rows(value))[0, 0].item()
-            if got != 2 * value:
-                errors.append(f"client {index} request {k}: {got} instead of {2 * value}")
+        with on_side_stream(streams):
+            for k in range(15):
+                value = float(index * 100 + k)
+                got = queue(rows(value))[0, 0].item()
+                if got != 2 * value:
+                    errors.append(f"client {index} request {k}: {got} instead of {2 * value}")
 
-    with bq.BatchQueue(lambda x: x * 2, max_batch_size=3, max_delay_ms=1) as queue:
+    queue = long_batches(bq.BatchQueue(lambda x: x * 2, max_batch_size=3, max_delay_ms=1), 0.005)
+    with queue:
         threads = [threading.Thread(target=client, args=(i, queue)) for i in range(8)]
         for t in threads:
             t.start()
@@ -1452,7 +1473,8 @@ def test_blocking_callers_get_their_rows_through_batches_in_flight(bq, monkeypat
         stats = queue.stats()
     assert errors == []
     assert stats["requests"] == 8 * 15 and stats["pending"] == 0
-    assert len(streams.gates) >= stats["batches"]  # every batch waited for its own event
+    if runner_policy == "callers-run":
+        assert any(isinstance(r, bq._Request) for r in handed_on), handed_on
 
 
 def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
@@ -1465,8 +1487,7 @@ def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
             raise killer
         return x * 2
 
-    streams.set_stream(StandInStream(7))
-    try:
+    with on_side_stream(streams):
         queue = long_batches(bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000))
         first = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
         wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
@@ -1476,15 +1497,12 @@ def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
                 future.result(WAIT)
             assert info.value.__cause__ is killer
         queue.close()
-    finally:
-        streams.set_stream(streams.default)
 
 
 def test_close_drains_batches_in_flight(bq, monkeypatch):
     streams = GatedStreams()
     monkeypatch.setattr(bq, "_streams", streams)
-    streams.set_stream(StandInStream(7))
-    try:
+    with on_side_stream(streams):
         queue = long_batches(bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=60_000))
         futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0)), queue.submit(rows(3.0))]
         wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
@@ -1497,8 +1515,6 @@ def test_close_drains_batches_in_flight(bq, monkeypatch):
         closer.join(WAIT)
         assert not closer.is_alive()
         assert [f.result(0)[0, 0].item() for f in futures] == [2.0, 4.0, 6.0]
-    finally:
-        streams.set_stream(streams.default)
 
 
 def test_error_reported_when_waiting_for_a_batch_reruns_it_and_isolates_requests(
@@ -1518,17 +1534,8 @@ def test_error_reported_when_waiting_for_a_batch_reruns_it_and_isolates_requests
 
     streams.synchronize = failing_synchronize
     monkeypatch.setattr(bq, "_streams", streams)
-    calls: list[list[float]] = []
-
-    def fn(x):
-        calls.append(x[:, 0].tolist())
-        return x * 2
-
-    streams.set_stream(StandInStream(7))
-    try:
-        with bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000) as queue:
-            futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
-            assert [f.result(WAIT)[0, 0].item() for f in futures] == [2.0, 4.0]
-    finally:
-        streams.set_stream(streams.default)
-    assert calls[0] == [1.0, 2.0] and len(calls) >= 2  # launched, then run again
+    fn = Recorder()
+    with on_side_stream(streams), bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000) as queue:
+        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+        assert [f.result(WAIT)[0, 0].item() for f in futures] == [2.0, 4.0]
+    assert fn.batches[0] == [1.0, 2.0] and len(fn.batches) >= 2  # launched, then run again
