@@ -1376,22 +1376,28 @@ def launched_while_first_computes(
     bq, monkeypatch, device_seconds: float = WAIT
 ) -> tuple[int, int, list[float]]:
     """Three full batches from a side stream, on a device whose batches took
-    ``device_seconds``. Returns how many had been launched while the first still computed,
-    how many once the second was launched too (before any completed), and every result
-    once the gates are open."""
+    ``device_seconds``; the second is queued while fn runs on the first. Returns how many
+    had been launched while the first still computed, how many once the second was launched
+    too (before any completed), and every result once the gates are open."""
     streams = GatedStreams()
     monkeypatch.setattr(bq, "_streams", streams)
-    fn = Recorder()
+    hold = threading.Event()
+    fn = Recorder(hold)
     launched = fn.batches
     with on_side_stream(streams):
         queue = bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000)
         with long_batches(queue, device_seconds):
             futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
-            wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
+            handed_out: list[Future] = []
+            wait_until(lambda: queue.stats()["pending"] == 0, "fn runs on the first batch")
             futures += [queue.submit(rows(3.0)), queue.submit(rows(4.0))]
+            hold.set()
+            wait_until(lambda: len(streams.gates) >= 1, "the first batch launched")
             happens_within(lambda: len(launched) == 2, 2)  # or not: the planted bug
             during_first = len(launched)
             futures += [queue.submit(rows(5.0)), queue.submit(rows(6.0))]
+            for future in futures:
+                future.add_done_callback(handed_out.append)
             time.sleep(0.2)
             before_any_completed = len(launched)
             assert not any(f.done() for f in futures)  # nothing is handed out unfinished
@@ -1403,6 +1409,7 @@ def launched_while_first_computes(
 
             wait_until(device_finishes_all, "every batch was handed out")
             results = [f.result(0)[0, 0].item() for f in futures]
+    assert handed_out == futures  # in batch order, though the batches overlapped
     assert launched == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
     return during_first, before_any_completed, results
 
@@ -1481,8 +1488,10 @@ def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
     streams = GatedStreams()
     monkeypatch.setattr(bq, "_streams", streams)
     killer = WorkerKiller("boom while a batch computes")
+    hold = threading.Event()
 
     def fn(x):
+        assert hold.wait(WAIT)
         if x[0, 0].item() == 3.0:
             raise killer
         return x * 2
@@ -1490,8 +1499,9 @@ def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
     with on_side_stream(streams):
         queue = long_batches(bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000))
         first = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
-        wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
+        wait_until(lambda: queue.stats()["pending"] == 0, "fn runs on the first batch")
         second = [queue.submit(rows(3.0)), queue.submit(rows(4.0))]
+        hold.set()
         for future in first + second:
             with pytest.raises(RuntimeError, match="died") as info:
                 future.result(WAIT)
@@ -1502,9 +1512,13 @@ def test_runner_death_fails_the_batch_in_flight_too(bq, monkeypatch):
 def test_close_drains_batches_in_flight(bq, monkeypatch):
     streams = GatedStreams()
     monkeypatch.setattr(bq, "_streams", streams)
+    hold = threading.Event()
     with on_side_stream(streams):
-        queue = long_batches(bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=60_000))
-        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0)), queue.submit(rows(3.0))]
+        queue = long_batches(bq.BatchQueue(Recorder(hold), max_batch_size=2, max_delay_ms=60_000))
+        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+        wait_until(lambda: queue.stats()["pending"] == 0, "fn runs on the first batch")
+        futures.append(queue.submit(rows(3.0)))  # queued, not due: it waits for its deadline
+        hold.set()
         wait_until(lambda: len(streams.gates) == 1, "the first batch launched")
         closer = threading.Thread(target=queue.close)
         closer.start()
@@ -1539,3 +1553,73 @@ def test_error_reported_when_waiting_for_a_batch_reruns_it_and_isolates_requests
         futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
         assert [f.result(WAIT)[0, 0].item() for f in futures] == [2.0, 4.0]
     assert fn.batches[0] == [1.0, 2.0] and len(fn.batches) >= 2  # launched, then run again
+
+
+def test_device_error_seen_while_checking_a_batch_in_flight_reruns_it(bq, monkeypatch):
+    """The device reports an error when the runner checks a batch in flight (on CUDA,
+    Event.query() raises a sticky error): the batch is run again, bisected as any failed
+    batch, and the queue goes on and closes."""
+    streams = GatedStreams()
+    raised: list[bool] = []
+    query = streams.query
+
+    def failing_query(event) -> bool:
+        if event.gate is streams.gates[0]:  # the first batch's event: a sticky error
+            raised.append(True)
+            raise RuntimeError("device error reported by query")
+        return query(event)
+
+    streams.query = failing_query
+    monkeypatch.setattr(bq, "_streams", streams)
+    hold = threading.Event()
+    fn = Recorder(hold)
+    with on_side_stream(streams):
+        queue = long_batches(bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000))
+        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+        wait_until(lambda: queue.stats()["pending"] == 0, "fn runs on the first batch")
+        futures.append(queue.submit(rows(3.0)))  # queued, not due: the runner checks the device
+        hold.set()
+        wait_until(lambda: bool(raised), "the runner checked the batch in flight")
+
+        def open_gates() -> bool:
+            for gate in list(streams.gates):
+                gate.set()
+            return futures[0].done() and futures[1].done()
+
+        wait_until(open_gates, "the first batch was handed out")
+        closer = threading.Thread(target=queue.close)  # drains the partial batch
+        closer.start()
+        wait_until(lambda: open_gates() and not closer.is_alive(), "close() returned")
+    assert [f.result(0)[0, 0].item() for f in futures] == [2.0, 4.0, 6.0]
+    assert fn.batches[:2] == [[1.0, 2.0], [1.0, 2.0]]  # launched, then run again
+
+
+@pytest.mark.runner_policy("callers-run")  # the blocking caller must be the runner
+def test_close_without_drain_fails_a_runners_own_queued_request(bq, monkeypatch):
+    """A blocking caller that runs batches waits for its own request's deadline; close(
+    drain=False) drops that request. The caller must raise, not return None: its failure is
+    set under the lock, before the runner can see its request done and leave."""
+    fail_all = bq.BatchQueue._fail_all
+
+    def slow_fail_all(queue, requests, error) -> None:
+        time.sleep(0.2)  # widen the window between dropping and failing the requests
+        fail_all(queue, requests, error)
+
+    monkeypatch.setattr(bq.BatchQueue, "_fail_all", slow_fail_all)
+    queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=4, max_delay_ms=60_000)
+    outcome: list[Any] = []
+
+    def caller() -> None:
+        try:
+            outcome.append(queue(rows(1.0)))
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    wait_until(lambda: queue._runner is not None and queue.stats()["pending"] == 1,
+               "the caller runs the queue and waits for its deadline")  # fmt: skip
+    queue.close(drain=False)
+    thread.join(WAIT)
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+    assert "closed (drain=False)" in str(outcome[0])
