@@ -294,6 +294,8 @@ def test_constructor_rejects_bad_settings(bq):
         bq.BatchQueue(lambda x: x, max_batch_size=2.5)
     with pytest.raises(ValueError, match="max_delay_ms must be >= 0"):
         bq.BatchQueue(lambda x: x, max_delay_ms=-1)
+    with pytest.raises(ValueError, match="max_delay_ms must be >= 0 and finite"):
+        bq.BatchQueue(lambda x: x, max_delay_ms=float("inf"))  # overflowed the first wait
     with pytest.raises(TypeError, match="fn must be callable"):
         bq.BatchQueue(42)
 
@@ -1236,6 +1238,13 @@ def test_fn_killing_a_calling_thread_that_runs_the_batch_fails_the_queue_with_th
     queue.close()
 
 
+def main_thread_for_sigint() -> threading.Thread:
+    """The thread SIGINT reaches; these tests must run on it to interrupt a blocked call."""
+    main = threading.main_thread()
+    assert threading.current_thread() is main, "SIGINT reaches the main thread only"
+    return main
+
+
 def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
     """SIGINT while the main thread waits in queue(x): it raises KeyboardInterrupt, its
     request is dropped, and the queue keeps serving."""
@@ -1249,8 +1258,7 @@ def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
             assert gate.wait(WAIT)
         return x * 2
 
-    main = threading.main_thread()
-    assert threading.current_thread() is main, "SIGINT reaches the main thread only"
+    main = main_thread_for_sigint()
     with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=0) as queue:
         holder = queue.submit(rows(1.0))
         assert started.wait(WAIT)
@@ -1290,8 +1298,7 @@ def test_caller_interrupted_while_its_batch_runs_does_not_stall_the_callers_afte
             assert release_second.wait(WAIT)
         return x * 2
 
-    main = threading.main_thread()
-    assert threading.current_thread() is main, "SIGINT reaches the main thread only"
+    main = main_thread_for_sigint()
     with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=0) as queue:
         holder = queue.submit(rows(1.0))  # keeps the worker busy while the next batch forms
         assert first_batch.wait(WAIT)
@@ -1623,3 +1630,40 @@ def test_close_without_drain_fails_a_runners_own_queued_request(bq, monkeypatch)
     thread.join(WAIT)
     assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
     assert "closed (drain=False)" in str(outcome[0])
+
+
+def test_a_failing_batch_hands_out_the_batch_in_flight_before_it(bq, monkeypatch):
+    """fn raises on the second batch while the first is still on the device: the first is
+    handed out first, then the second is bisected (results stay in batch order)."""
+    streams = GatedStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    hold = threading.Event()
+
+    def fn(x):
+        assert hold.wait(WAIT)
+        if 3.0 in x[:, 0].tolist():
+            raise ValueError("bad request")
+        return x * 2
+
+    handed_out: list[Future] = []
+    with on_side_stream(streams):
+        queue = long_batches(bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000))
+        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+        wait_until(lambda: queue.stats()["pending"] == 0, "fn runs on the first batch")
+        futures += [queue.submit(rows(3.0)), queue.submit(rows(4.0))]
+        for future in futures:
+            future.add_done_callback(handed_out.append)
+        hold.set()
+
+        def open_gates() -> bool:
+            for gate in list(streams.gates):
+                gate.set()
+            return all(f.done() for f in futures)
+
+        wait_until(open_gates, "every request was handed out")
+        queue.close()
+    assert handed_out[:2] == futures[:2]  # the batch in flight first
+    assert [f.result(0)[0, 0].item() for f in futures[:2]] == [2.0, 4.0]
+    with pytest.raises(ValueError, match="bad request"):
+        futures[2].result(0)
+    assert futures[3].result(0)[0, 0].item() == 8.0  # bisected: only the bad request fails
