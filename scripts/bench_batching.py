@@ -30,6 +30,7 @@ import importlib.util
 import json
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -356,6 +357,7 @@ def bench_model(
     for clients in args.clients:
         inputs = [torch.randn(1, *shape, device=device) for _ in range(clients)]
         samples = {mode: Sample() for mode in args.modes}
+        per_round: dict[str, list[float]] = {mode: [] for mode in args.modes}
         totals = {
             mode: dict.fromkeys(("batches", "rows", "busy", "open"), 0.0) for mode in args.modes
         }
@@ -363,6 +365,7 @@ def bench_model(
             for mode in args.modes:
                 sample, stats = measure_mode(mode, model, inputs, device, batch_queue, args)
                 samples[mode].add(sample)
+                per_round[mode].append(sample.work / sample.seconds)
                 if stats is not None:
                     total = totals[mode]
                     total["batches"] += stats["batches"]
@@ -371,7 +374,8 @@ def bench_model(
                     total["open"] += stats["open_seconds"]
         for mode in args.modes:
             summary = samples[mode].summary()
-            results.append({"model": name, "mode": mode, "clients": clients, **summary})
+            results.append({"model": name, "mode": mode, "clients": clients, **summary,
+                            "round_rps": per_round[mode]})  # fmt: skip
             note = ""
             if mode in QUEUE_MODES:
                 total = totals[mode]
@@ -668,6 +672,7 @@ def check_host_outputs(batch_queue: type, device: torch.device) -> dict[str, Any
 
 
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Throughput of each queue mode over locked and offline, pooled over the rounds."""
     by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (model, mode, clients), rps in by_key.items():
@@ -677,6 +682,30 @@ def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
         for other in ("locked", "offline"):
             if (model, other, clients) in by_key:
                 entry[f"{mode}_vs_{other}"] = rps / by_key[(model, other, clients)]
+    return out
+
+
+def round_ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The same ratios round by round: each round runs the modes back to back, so a round's
+    ratio compares windows a second or two apart. Their median resists a machine whose speed
+    drifts during the run (the one-client rows on a shared host moved by 0.66-1.12x between
+    runs), and their spread shows how far one window can be trusted."""
+    by_key = {(r["model"], r["mode"], r["clients"]): r["round_rps"] for r in results}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (model, mode, clients), rounds in by_key.items():
+        if mode not in QUEUE_MODES:
+            continue
+        entry = out.setdefault(model, {}).setdefault(str(clients), {})
+        for other in ("locked", "offline"):
+            if (model, other, clients) in by_key:
+                paired = [a / b for a, b in zip(rounds, by_key[(model, other, clients)],
+                                                strict=True) if b > 0]  # fmt: skip
+                entry[f"{mode}_vs_{other}"] = {
+                    "median": statistics.median(paired),
+                    "min": min(paired),
+                    "max": max(paired),
+                    "rounds": paired,
+                }
     return out
 
 
@@ -706,12 +735,20 @@ def plot(path: Path, results: list[dict[str, Any]], device: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def print_ratios(table: dict[str, dict[str, dict[str, float]]]) -> None:
-    print("\nratios (throughput of batchqueue (threads) or asyncio / other mode, same run):")
+def print_ratios(
+    table: dict[str, dict[str, dict[str, float]]],
+    by_round: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    print("\nratios (throughput of batchqueue (threads) or asyncio / other mode, same run;")
+    print("        pooled over the rounds, then the median and range of the per-round ratios):")
     for model, per_clients in table.items():
         for clients, entry in per_clients.items():
-            text = "  ".join(f"{k} {v:6.2f}x" for k, v in entry.items())
-            print(f"  {model:12s} clients={clients:>3s}  {text}")
+            parts = []
+            for name, value in entry.items():
+                spread = by_round[model][clients][name]
+                parts.append(f"{name} {value:5.2f}x (median {spread['median']:.2f}x, "
+                             f"{spread['min']:.2f}-{spread['max']:.2f}x)")  # fmt: skip
+            print(f"  {model:12s} clients={clients:>3s}  " + "  ".join(parts))
 
 
 # ---------------------------------------------------------------- command line
@@ -728,7 +765,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, of {', '.join(MODELS)}")  # fmt: skip
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--seconds", type=float, help="measured time per mode (default 2)")
-    parser.add_argument("--rounds", type=int, help="modes take turns this often (default 3)")
+    parser.add_argument("--rounds", type=int,
+                        help="modes take turns this often, splitting --seconds (default 3); "
+                             "more rounds steady the per-round median on a noisy host")  # fmt: skip
     parser.add_argument("--warmup", type=float, help="unmeasured seconds first (default 0.5)")
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--max-batch-size", type=int, help="default: the client count")
@@ -817,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     if overhead is not None and args.baseline_batch_queue_file is not None:
         overhead["baseline"] = bench_noop_baseline(batch_queue, args)
     table = ratios(results)
+    by_round = round_ratios(results)
     report = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -837,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_parameters": parameters,
         "results": results,
         "ratios": table,
+        "round_ratios": by_round,
         "batchqueue_stats": queue_stats,
         "noop_overhead": overhead,
         "side_stream_check": streams_check,
@@ -845,7 +886,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print_ratios(table)
+    print_ratios(table, by_round)
     print(f"wrote {args.json} ({report['wall_seconds']} s)")
     if streams_check.get("correct") is False or host_check.get("correct") is False:
         print("error: BatchQueue handed out wrong outputs (see above)", file=sys.stderr)

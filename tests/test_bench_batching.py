@@ -72,9 +72,29 @@ def test_quick_run_writes_every_figure(patched_tree: Path, tmp_path: Path) -> No
     assert set(overhead["floor_us_per_request"]) == set(bench_batching.FLOORS)
     for name, per_count in overhead["floor_us_per_request"].items():
         assert set(per_count) == {"1", "2"} and min(per_count.values()) > 0, name
+    for per_clients in report["round_ratios"].values():
+        for entry in per_clients.values():
+            for spread in entry.values():
+                assert len(spread["rounds"]) == 1  # --quick: one round
+    assert set(report["round_ratios"]["mlp"]["1"]) == set(report["ratios"]["mlp"]["1"])
     assert report["side_stream_check"].get("correct") is not False
     assert report["host_output_check"] == {"checked": False,
                                            "reason": "outputs are on the host already"}  # fmt: skip
+
+
+def test_round_ratios_pair_each_rounds_windows() -> None:
+    """Each round's ratio divides that round's windows: the machine slowed down 2x in round 2
+    and 4x in round 3 for both modes alike, and the queue's own speed moved 0.9x, 1.2x, 0.5x."""
+    results = [
+        {"model": "mlp", "mode": "locked", "clients": 1, "round_rps": [100.0, 50.0, 25.0]},
+        {"model": "mlp", "mode": "batchqueue", "clients": 1, "round_rps": [90.0, 60.0, 12.5]},
+        {"model": "mlp", "mode": "threads", "clients": 1, "round_rps": [1.0, 1.0, 1.0]},
+    ]
+    table = bench_batching.round_ratios(results)
+    assert set(table["mlp"]["1"]) == {"batchqueue_vs_locked"}
+    spread = table["mlp"]["1"]["batchqueue_vs_locked"]
+    assert spread["rounds"] == pytest.approx([0.9, 1.2, 0.5])
+    assert (spread["median"], spread["min"], spread["max"]) == pytest.approx((0.9, 0.5, 1.2))
 
 
 def test_large_transformer_is_a_choice_but_not_a_default() -> None:
