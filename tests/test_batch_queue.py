@@ -1117,7 +1117,7 @@ class StandInStreams:
     def query(self, event) -> bool:
         return True  # the stand-in runs a stream's work when it is waited for
 
-    def copy(self, x, device):
+    def copy(self, x, device, defer=True):
         return x.to(device), False
 
 
@@ -1196,6 +1196,36 @@ def test_solo_call_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch
     with bq.BatchQueue(lambda x: x * 2, max_batch_size=1, max_delay_ms=0) as queue:
         assert queue(rows(1.0))[0, 0].item() == 2.0
     assert streams.log == []
+
+
+class DeferringCopies(StandInStreams):
+    """Copies to output_device may stay in flight whenever the queue lets them (as large
+    CUDA-to-host copies do), and the stand-in logs whether it let them."""
+
+    def copy(self, x, device, defer=True):
+        self.log.append(("copy", "deferred" if defer else "blocking"))
+        return x.to(device), defer
+
+
+@pytest.mark.parametrize("solo", [True, False])
+def test_a_solo_call_copies_its_output_at_once_and_a_batch_defers_it(bq, monkeypatch, solo):
+    """A request run alone on its caller's stream is waited for at once: its copy blocks,
+    with no event to record and wait for. A batch of several callers defers the copy and
+    records one event, which is waited for before any caller gets its rows."""
+    streams = DeferringCopies()
+    monkeypatch.setattr(bq, "_streams", streams)
+    queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=1 if solo else 2,
+                          max_delay_ms=60_000, output_device="cpu")  # fmt: skip
+    with queue:
+        if solo:
+            outputs = [queue(rows(1.0))]
+        else:  # one batch of two: it runs once full
+            outputs = [f.result(WAIT) for f in [queue.submit(rows(1.0)), queue.submit(rows(2.0))]]
+    assert [out[0, 0].item() for out in outputs] == ([2.0] if solo else [2.0, 4.0])
+    if solo:
+        assert streams.log == [("copy", "blocking")]
+    else:
+        assert streams.log == [("copy", "deferred"), ("record", 0), ("synchronize", 0)]
 
 
 # ---------------------------------------------------------------- runners: death, interrupts
@@ -1445,6 +1475,74 @@ def test_short_batches_are_waited_for_before_the_next_is_launched(bq, monkeypatc
     )
     assert during_first == 1
     assert results == [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+
+
+@pytest.mark.parametrize("front", ["blocking", "future"])
+def test_with_nothing_queued_the_runner_waits_for_the_device(bq, monkeypatch, front):
+    """A long batch in flight and nothing queued: there is nothing to launch behind it, so
+    the runner blocks on the batch's event (synchronize) instead of checking the device
+    again and again, and a blocking runner leaves only with its result."""
+    streams = GatedStreams(open_after=0.05)
+    queries: list[bool] = []
+    query = streams.query
+    streams.query = lambda event: queries.append(query(event)) or queries[-1]
+    monkeypatch.setattr(bq, "_streams", streams)
+    outcome: list[Any] = []
+
+    def client() -> None:
+        with on_side_stream(streams):
+            queue = long_batches(bq.BatchQueue(lambda x: x * 2, max_batch_size=4, max_delay_ms=0))
+            with queue:
+                request = rows(1.0)
+                outcome.append(queue(request) if front == "blocking" else queue.submit(request))
+            if front == "future":
+                outcome[0] = outcome[0].result(0)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the request or close() never finished"
+    got = outcome[0]
+    assert got is not None, "the runner left before its own request was done"
+    assert got[0, 0].item() == 2.0
+    assert len(streams.gates) == 1  # launched once, on a stream the test held back 50 ms
+    assert len(queries) <= 2, f"the device was checked {len(queries)} times"
+
+
+def test_a_runner_stall_is_not_counted_as_device_time(bq, monkeypatch):
+    """The first batch completes on the device at once, but the runner only finds it done
+    0.6 s later, after fn ran long on the second batch. It completed somewhere between the
+    runner's last check and then: the estimate takes the middle (about 0.3 s), not the whole
+    stall (0.54 s or more, as the estimate did before)."""
+    streams = GatedStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    first_batch, second_batch, stall_over = threading.Event(), threading.Event(), threading.Event()
+
+    def fn(x):
+        if x[0, 0].item() == 1.0:
+            assert first_batch.wait(WAIT)
+        else:
+            second_batch.set()
+            assert stall_over.wait(WAIT)
+        return x * 2
+
+    with on_side_stream(streams):
+        queue = long_batches(bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=60_000))
+        futures = [queue.submit(rows(1.0)), queue.submit(rows(2.0))]
+        wait_until(lambda: queue.stats()["pending"] == 0, "fn runs on the first batch")
+        futures += [queue.submit(rows(3.0)), queue.submit(rows(4.0))]
+        first_batch.set()  # launched; the runner checks it (still computing), takes the second
+        assert second_batch.wait(WAIT)
+        streams.gates[0].set()  # the device finishes the first batch now
+        time.sleep(0.6)
+        stall_over.set()
+        wait_until(lambda: futures[1].done(), "the first batch was handed out")
+        estimate = queue._device_seconds
+        for gate in streams.gates:
+            gate.set()
+        queue.close()
+    assert [f.result(0)[0, 0].item() for f in futures] == [2.0, 4.0, 6.0, 8.0]
+    assert 0.25 < estimate < 0.45, estimate
 
 
 def test_blocking_callers_get_their_rows_through_batches_in_flight(
