@@ -118,3 +118,31 @@ def test_host_copy_bench_refuses_bad_sizes_and_a_machine_without_cuda(
         pytest.skip("this machine has CUDA: the refusal cannot be shown here")
     assert bench_host_copy.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_one_client_bench_compares_versions_and_restores_what_it_timed(
+    patched_tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench_one_client.py prints a lock-relative row per version and the stages of the first,
+    and leaves the timed module as it found it (its wrappers would skew later runs)."""
+    import bench_one_client
+
+    queue_file = patched_tree / "torch" / "mps" / "batch_queue.py"
+    status = bench_one_client.main(["--device", "cpu", "--model", "mlp", "--calls", "5",
+                                    "--blocks", "2", "--batch-queue-file", str(queue_file),
+                                    "--stages"])  # fmt: skip
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "locked" in out and "batch_queue" in out and "throughput / locked" in out
+    stages = {line.split()[0] for line in out.split("stages of", 1)[1].splitlines()[1:]}
+    assert {"total", "model", "_make_request", "_outputs_for"} <= stages, stages
+
+    module = bench_batching.load_module(queue_file, "bq_restored")
+    before = dict(vars(module.BatchQueue))
+    make, shape = bench_batching.MODELS["mlp"]
+    torch = bench_batching.torch
+    with torch.inference_mode():
+        bench_one_client.time_stages(module, make().eval(), torch.device("cpu"),
+                                     torch.randn(1, *shape), 3)  # fmt: skip
+    assert dict(vars(module.BatchQueue)) == before
+    assert "copy" not in vars(module._streams)  # the instance uses its class's methods again
