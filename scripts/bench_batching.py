@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,20 @@ def to_host(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda y: y.cpu()
 
 
+def make_locked(
+    model: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The locked mode's request: one global lock around model(x) and the copy to the host."""
+    lock = threading.Lock()
+    host = to_host(device)
+
+    def locked(x: torch.Tensor) -> torch.Tensor:
+        with lock:
+            return host(model(x))
+
+    return locked
+
+
 def measure_mode(
     mode: str,
     model: Callable[[torch.Tensor], torch.Tensor],
@@ -301,13 +315,7 @@ def measure_mode(
     if mode == "threads":
         return run_clients(lambda x: host(model(x)), inputs, window, rows=1), None
     if mode == "locked":
-        lock = threading.Lock()
-
-        def locked(x: torch.Tensor) -> torch.Tensor:
-            with lock:
-                return host(model(x))
-
-        return run_clients(locked, inputs, window, rows=1), None
+        return run_clients(make_locked(model, device), inputs, window, rows=1), None
     queue = batch_queue(
         model,
         max_batch_size=args.max_batch_size or clients,
@@ -671,17 +679,24 @@ def check_host_outputs(batch_queue: type, device: torch.device) -> dict[str, Any
     return {"checked": True, "correct": not wrong, "requests": checked, "wrong": len(wrong)}
 
 
-def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Throughput of each queue mode over locked and offline, pooled over the rounds."""
-    by_key = {(r["model"], r["mode"], r["clients"]): r["throughput_rps"] for r in results}
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for (model, mode, clients), rps in by_key.items():
+def _queue_pairs(results: list[dict[str, Any]], field: str) -> Iterator[tuple[Any, ...]]:
+    """(model, clients, "<queue mode>_vs_<other>", queue's field, other's field) for each
+    queue mode row and the locked and offline rows beside it."""
+    by_key = {(r["model"], r["mode"], r["clients"]): r[field] for r in results}
+    for (model, mode, clients), value in by_key.items():
         if mode not in QUEUE_MODES:
             continue
-        entry = out.setdefault(model, {}).setdefault(str(clients), {})
         for other in ("locked", "offline"):
-            if (model, other, clients) in by_key:
-                entry[f"{mode}_vs_{other}"] = rps / by_key[(model, other, clients)]
+            beside = by_key.get((model, other, clients))
+            if beside is not None:
+                yield model, str(clients), f"{mode}_vs_{other}", value, beside
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Throughput of each queue mode over locked and offline, pooled over the rounds."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for model, clients, name, rps, other_rps in _queue_pairs(results, "throughput_rps"):
+        out.setdefault(model, {}).setdefault(clients, {})[name] = rps / other_rps
     return out
 
 
@@ -690,22 +705,15 @@ def round_ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str,
     ratio compares windows a second or two apart. Their median resists a machine whose speed
     drifts during the run (the one-client rows on a shared host moved by 0.66-1.12x between
     runs), and their spread shows how far one window can be trusted."""
-    by_key = {(r["model"], r["mode"], r["clients"]): r["round_rps"] for r in results}
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for (model, mode, clients), rounds in by_key.items():
-        if mode not in QUEUE_MODES:
-            continue
-        entry = out.setdefault(model, {}).setdefault(str(clients), {})
-        for other in ("locked", "offline"):
-            if (model, other, clients) in by_key:
-                paired = [a / b for a, b in zip(rounds, by_key[(model, other, clients)],
-                                                strict=True) if b > 0]  # fmt: skip
-                entry[f"{mode}_vs_{other}"] = {
-                    "median": statistics.median(paired),
-                    "min": min(paired),
-                    "max": max(paired),
-                    "rounds": paired,
-                }
+    for model, clients, name, rounds, other_rounds in _queue_pairs(results, "round_rps"):
+        paired = [a / b for a, b in zip(rounds, other_rounds, strict=True) if b > 0]
+        out.setdefault(model, {}).setdefault(clients, {})[name] = {
+            "median": statistics.median(paired),
+            "min": min(paired),
+            "max": max(paired),
+            "rounds": paired,
+        }
     return out
 
 

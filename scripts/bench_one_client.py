@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,21 +37,16 @@ STAGE_METHODS = ("_make_request", "_note_stream", "_take_solo_role", "_outputs_f
 STAGE_STREAM_CALLS = ("default_stream", "current_stream", "record", "synchronize", "copy")
 
 
-def make_locked(model: Callable, device: torch.device) -> Callable[[torch.Tensor], Any]:
-    lock = threading.Lock()
-    host = bench_batching.to_host(device)
-
-    def locked(x: torch.Tensor) -> Any:
-        with lock:
-            return host(model(x))
-
-    return locked
-
-
 def open_queue(module: Any, model: Callable, device: torch.device) -> Any:
     """The queue as bench_batching.py opens it for one client."""
     return module.BatchQueue(model, max_batch_size=1, inference_mode=True,
                              output_device=None if device.type == "cpu" else "cpu")  # fmt: skip
+
+
+def warm_up(f: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int) -> None:
+    """First-call costs (allocator, kernels, the queue's first batch) stay out of the timing."""
+    for _ in range(min(calls, 200)):
+        f(x)
 
 
 def interleaved(
@@ -60,9 +54,8 @@ def interleaved(
 ) -> dict[str, list[float]]:
     """Microseconds per call of each variant, block by block, the variants taking turns."""
     per_call: dict[str, list[float]] = {name: [] for name in variants}
-    for f in variants.values():  # first-call costs stay out of the blocks
-        for _ in range(min(calls, 200)):
-            f(x)
+    for f in variants.values():
+        warm_up(f, x, calls)
     for _ in range(blocks):
         for name, f in variants.items():
             started = time.perf_counter()
@@ -111,8 +104,7 @@ def time_stages(module: Any, model: Callable, device: torch.device, x: torch.Ten
             setattr(streams, name, timed(f"streams.{name}", method))
         queue = open_queue(module, timed("model", model), device)
         with queue:
-            for _ in range(min(calls, 200)):  # first-call costs stay out
-                queue(x)
+            warm_up(queue, x, calls)
             spent.clear()
             started = time.perf_counter()
             for _ in range(calls):
@@ -158,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         queues = {name: open_queue(module, model, device) for name, module in modules.items()}
         try:
-            variants = {"locked": make_locked(model, device), **queues}
+            variants = {"locked": bench_batching.make_locked(model, device), **queues}
             table = throughput_vs_first(interleaved(variants, x, args.calls, args.blocks))
         finally:
             for queue in queues.values():
