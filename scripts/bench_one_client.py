@@ -119,6 +119,14 @@ def time_stages(module: Any, model: Callable, device: torch.device, x: torch.Ten
     return {"total": per_call, **stages}
 
 
+def labelled(paths: list[Path]) -> dict[str, Path]:
+    """A row label per file: its name, or its whole path where two files share a name (two
+    versions of batch_queue.py from two trees)."""
+    stems = [path.stem for path in paths]
+    return {stem if stems.count(stem) == 1 else str(path): path
+            for stem, path in zip(stems, paths, strict=True)}  # fmt: skip
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu")
@@ -145,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = make().to(device).eval()
     x = torch.randn(1, *shape, device=device)
-    modules = {path.stem: bench_batching.load_module(path, f"bq_{i}")
-               for i, path in enumerate(args.batch_queue_file)}  # fmt: skip
+    files = labelled(args.batch_queue_file)
+    modules = {label: bench_batching.load_module(path, f"bq_{i}")
+               for i, (label, path) in enumerate(files.items())}  # fmt: skip
     with torch.inference_mode():
         queues = {name: open_queue(module, model, device) for name, module in modules.items()}
         try:

@@ -121,19 +121,22 @@ def test_host_copy_bench_refuses_bad_sizes_and_a_machine_without_cuda(
 
 
 def test_one_client_bench_compares_versions_and_restores_what_it_timed(
-    patched_tree: Path, capsys: pytest.CaptureFixture[str]
+    patched_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """bench_one_client.py prints a lock-relative row per version and the stages of the first,
     and leaves the timed module as it found it (its wrappers would skew later runs)."""
     import bench_one_client
 
     queue_file = patched_tree / "torch" / "mps" / "batch_queue.py"
+    copy = tmp_path / "batch_queue.py"  # the same name from another tree: its own row
+    copy.write_text(queue_file.read_text())
     status = bench_one_client.main(["--device", "cpu", "--model", "mlp", "--calls", "5",
                                     "--blocks", "2", "--batch-queue-file", str(queue_file),
-                                    "--stages"])  # fmt: skip
+                                    "--batch-queue-file", str(copy), "--stages"])  # fmt: skip
     assert status == 0
     out = capsys.readouterr().out
-    assert "locked" in out and "batch_queue" in out and "throughput / locked" in out
+    rows = [line for line in out.splitlines() if "throughput / locked" in line]
+    assert [row.split()[0] for row in rows] == ["locked", str(queue_file), str(copy)], rows
     stages = {line.split()[0] for line in out.split("stages of", 1)[1].splitlines()[1:]}
     assert {"total", "model", "_make_request", "_outputs_for"} <= stages, stages
 
