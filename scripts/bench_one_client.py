@@ -34,7 +34,8 @@ import bench_batching
 # the queue's methods and stream calls a solo request goes through
 STAGE_METHODS = ("_make_request", "_note_stream", "_take_solo_role", "_outputs_for", "_ready",
                  "_events_after", "_pass_role")  # fmt: skip
-STAGE_STREAM_CALLS = ("default_stream", "current_stream", "record", "synchronize", "copy")
+STAGE_STREAM_CALLS = ("other_stream", "default_stream", "current_stream", "record", "synchronize",
+                      "copy")
 
 
 def open_queue(module: Any, model: Callable, device: torch.device) -> Any:

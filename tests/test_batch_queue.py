@@ -1069,6 +1069,12 @@ class StandInStream:
         self.stream_id, self.device_index = stream_id, 0
         self.pending: list = []
 
+    def __eq__(self, other: object) -> bool:  # as torch.Stream: the same id and device
+        return isinstance(other, StandInStream) and (self.stream_id, self.device_index) == (
+            other.stream_id,
+            other.device_index,
+        )
+
 
 class StandInEvent:
     def __init__(self, stream: StandInStream) -> None:
@@ -1097,6 +1103,10 @@ class StandInStreams:
 
     def current_stream(self, x=None):
         return getattr(self.local, "stream", self.default)
+
+    def other_stream(self, x, index):
+        current = self.current_stream(x)
+        return None if current == self.default else current
 
     def set_stream(self, stream) -> None:
         self.local.stream = stream

@@ -576,6 +576,34 @@ def test_generic_events_go_to_torch_stream(mps: ModuleType, pool: FakeStreamPool
                                ("generic_record_event", 18, generic)]
 
 
+# ------------------------------------------------------------ BatchQueue on the MPS stream API
+
+
+class MPSTensorStandIn:
+    """What BatchQueue's stream lookups read of an MPS tensor (none can be made here)."""
+
+    device = torch.device("mps", 0)
+
+    def get_device(self) -> int:
+        return 0
+
+
+def test_batch_queue_tells_mps_side_streams_from_the_default_stream(
+    mps: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch.mps.default_stream() takes no device, unlike torch.cuda's: BatchQueue once called
+    # it with one, which raised TypeError for every MPS request on this build.
+    monkeypatch.setattr(torch, "mps", mps)
+    monkeypatch.setattr(torch.accelerator, "current_stream", lambda index: mps.current_stream())
+    streams = mps.batch_queue._DeviceStreams()
+    x = MPSTensorStandIn()
+    assert streams.default_stream(x).stream_id == 0
+    assert streams.other_stream(x, 0) is None  # on the batch stream: no event needed
+    with mps.stream(mps.Stream(stream_id=5)):
+        side = streams.other_stream(x, 0)
+    assert side is not None and side.stream_id == 5  # the batch must wait for this one
+
+
 # ------------------------------------------------------------- Python and C++ agree on names
 
 
