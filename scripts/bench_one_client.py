@@ -31,9 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_batching
 
-# the queue's methods and stream calls a solo request goes through
-STAGE_METHODS = ("_make_request", "_note_stream", "_take_solo_role", "_outputs_for", "_ready",
-                 "_events_after", "_pass_role")  # fmt: skip
+# the queue's methods and stream calls a solo request goes through (in this version or an
+# earlier one: a version is timed in those it has)
+STAGE_METHODS = ("_make_request", "_note_stream", "_take_solo_role", "_solo_output", "_call_fn",
+                 "_outputs_for", "_ready", "_events_after", "_pass_role")  # fmt: skip
 STAGE_STREAM_CALLS = ("other_stream", "default_stream", "current_stream", "record", "synchronize",
                       "copy")
 
@@ -93,8 +94,9 @@ def time_stages(module: Any, model: Callable, device: torch.device, x: torch.Ten
         return wrapper
 
     queue_class, streams = module.BatchQueue, module._streams
-    saved = {name: queue_class.__dict__[name] for name in STAGE_METHODS}
-    saved_streams = {name: getattr(streams, name) for name in STAGE_STREAM_CALLS}
+    saved = {name: vars(queue_class)[name] for name in STAGE_METHODS if name in vars(queue_class)}
+    saved_streams = {name: getattr(streams, name) for name in STAGE_STREAM_CALLS
+                     if hasattr(streams, name)}  # fmt: skip
     try:
         for name, member in saved.items():
             if isinstance(member, staticmethod):

@@ -138,7 +138,7 @@ def test_one_client_bench_compares_versions_and_restores_what_it_timed(
     rows = [line for line in out.splitlines() if "throughput / locked" in line]
     assert [row.split()[0] for row in rows] == ["locked", str(queue_file), str(copy)], rows
     stages = {line.split()[0] for line in out.split("stages of", 1)[1].splitlines()[1:]}
-    assert {"total", "model", "_make_request", "_outputs_for"} <= stages, stages
+    assert {"total", "model", "_make_request", "_solo_output"} <= stages, stages
 
     module = bench_batching.load_module(queue_file, "bq_restored")
     before = dict(vars(module.BatchQueue))

@@ -594,7 +594,10 @@ def test_batch_queue_tells_mps_side_streams_from_the_default_stream(
     # torch.mps.default_stream() takes no device, unlike torch.cuda's: BatchQueue once called
     # it with one, which raised TypeError for every MPS request on this build.
     monkeypatch.setattr(torch, "mps", mps)
-    monkeypatch.setattr(torch.accelerator, "current_stream", lambda index: mps.current_stream())
+    def current_stream(index: int) -> torch.Stream:  # a plain torch.Stream, as the binding's
+        return torch.Stream(stream_id=current_id(mps), device_index=index, device_type=13)
+
+    monkeypatch.setattr(torch._C, "_accelerator_getStream", current_stream, raising=False)
     streams = mps.batch_queue._DeviceStreams()
     x = MPSTensorStandIn()
     assert streams.default_stream(x).stream_id == 0
