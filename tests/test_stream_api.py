@@ -626,6 +626,21 @@ def test_python_uses_only_names_the_bindings_register(patched_tree: Path, mps_di
     assert used <= set(STREAM_POOL_NAMES), "update STREAM_POOL_NAMES (the stock-build tests)"
 
 
+@pytest.mark.parametrize(
+    "function",
+    ["MPSModule_deviceSynchronize", "MPSModule_synchronizeEvent", "MPSModule_elapsedTimeOfEvents"],
+)
+def test_bindings_that_wait_for_the_gpu_release_the_gil(patched_tree: Path, function: str) -> None:
+    # Other Python threads must run while one waits (torch.mps.synchronize(), Event.synchronize()
+    # and elapsed_time(), which synchronizes every stream), as CUDA's events let them.
+    text = (patched_tree / "torch" / "csrc" / "mps" / "Module.cpp").read_text()
+    found = re.search(rf"static PyObject\* {function}\(.*?\n}}\n", text, re.S)
+    assert found, f"{function} is not in Module.cpp"
+    body = found.group(0)
+    release, wait = body.find("gil_scoped_release"), body.find("getMPSHooks()")
+    assert 0 <= release < wait, f"{function} waits for the GPU holding the GIL"
+
+
 # ------------------------------------------- the real C++ bindings on a stand-in stream pool
 
 HARNESS_DIR = Path(__file__).resolve().parent / "stream_bindings_harness"
