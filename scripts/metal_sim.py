@@ -131,6 +131,11 @@ SCENARIOS = (
     # elapsedTime() after synchronizeEvent(): v2.9.1 waited forever on one CPU-sync flag that
     # synchronize() had consumed; 0002 waits for the completion times instead.
     Scenario("event-timing", (("METALSIM_TIMEOUT_S", "30"),)),
+    # synchronize() waited on a CPU-sync flag too: with several waiters the first consumed it
+    # and the rest slept forever; a timing event's earlier listener left it set, so the wait
+    # after a second record() returned at once. It now waits for the recorded value.
+    Scenario("event-shared-waiters", (("METALSIM_TIMEOUT_S", "30"),)),
+    Scenario("event-rerecord", (("METALSIM_TIMEOUT_S", "30"),)),
 )
 
 # Not in the default run (--scenarios NAME runs them): none at present.
@@ -152,6 +157,16 @@ PLANTED_QUERY = """bool MPSStream::query() {
   });
   return completed;
 }"""
+
+
+# synchronize()'s wait for its recorded value, and v2.9.1's wait for a flag in its place
+PLANTED_FLAG_ANCHOR = """    waitForSignaledValue(m_cpu_sync_mutex, m_cpu_sync_cv, m_event, target);
+    return true;"""
+PLANTED_FLAG_WAIT = """    // planted bug (metal_sim.py): wait for the CPU-sync flag, as v2.9.1 did
+    std::unique_lock<std::mutex> lock(m_cpu_sync_mutex);
+    m_cpu_sync_cv.wait(lock, [&] { return m_cpu_sync_completed; });
+    m_cpu_sync_completed = false;
+    return true;"""
 
 
 @dataclass(frozen=True)
@@ -176,6 +191,10 @@ PLANTED_BUGS = {
         "across streams)"),
     "missing-wait": PlantedBug("handoff-no-wait", "", (),
                                "hand-off across streams with tracking off and no event"),
+    "consumed-flag": PlantedBug(
+        "event-rerecord", PLANTED_FLAG_ANCHOR, ("MPSEvent.mm",),
+        "MPSEvent::synchronize() waits for the CPU-sync flag (v2.9.1's wait), which a timing "
+        "listener of an earlier record() left set"),
 }
 
 
@@ -445,6 +464,8 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
             raise SimError(f"cannot plant {name}: malloc() of {holder} takes no lock_guard; "
                            "update plant_bug() in scripts/metal_sim.py")
         text = text[:cut] + text[cut + len(lock):]
+    elif name == "consumed-flag":
+        text = text[:start] + PLANTED_FLAG_WAIT + text[start + len(bug.anchor):]
     elif name == "unordered-write":
         hooks = (bug.anchor, "detail::noteGraphResults(")
         text = "".join(line for line in text.splitlines(keepends=True)

@@ -63,6 +63,9 @@ def test_planted_bug_is_reported(patched_tree: Path, bug: str) -> None:
         assert "query()" in proc.stdout and "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]
     elif bug == "unlocked-cache":
         assert tsan > 0, proc.stdout[-4000:]
+    elif bug == "consumed-flag":
+        assert "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]
+        assert "re-recorded event" in proc.stdout, proc.stdout[-4000:]
     elif bug == "unordered-write":
         assert hazards > 0, proc.stdout[-4000:]
         assert "write-handoff" in proc.stdout and "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]

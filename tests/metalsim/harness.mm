@@ -555,6 +555,74 @@ void scenarioEventTiming() {
   });
 }
 
+// Several threads synchronize one event at once (torch.mps.Event.synchronize() and the generic
+// torch.Event wait without the GIL): every one must return once the event's work completed and
+// see its result. A flag that the first waiter consumes left the others waiting forever.
+void scenarioEventSharedWaiters() {
+  const uint64_t iterations = scaled(20);
+  runThreads(1, [iterations](size_t) {
+    at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    auto pool = at::mps::getMPSEventPool();
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("shared waiters i" + std::to_string(i));
+      Buffer buffer = allocate();
+      fillOp(buffer.mtl(), uint8_t(i));
+      graphOp(buffer.mtl());
+      const uint32_t event = pool->acquireEvent(i % 2 == 1); // timing events too
+      pool->recordEvent(event, true, current());
+      id<MTLBuffer> mtl = buffer.mtl();
+      runThreads(4, [&pool, event, mtl, i](size_t) {
+        pool->synchronizeEvent(event);
+        expectBytes(mtl, uint8_t(i + 1), "result after synchronizeEvent from one of 4 threads");
+      });
+      pool->releaseEvent(event);
+      syncCurrent();
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
+// A timing event recorded and completed (its completion listener ran), then recorded again
+// behind work held back by a closed gate: synchronizeEvent must wait for the second record. The
+// first record's listener left a flag set that let the wait return at once.
+void scenarioEventRerecord() {
+  const uint64_t iterations = scaled(5);
+  runThreads(1, [iterations](size_t) {
+    at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    MPSStream* stream = current();
+    auto pool = at::mps::getMPSEventPool();
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("rerecord i" + std::to_string(i));
+      Buffer buffer = allocate();
+      at::mps::MPSEventPtr event = pool->acquireEvent(true, stream);
+      event->record(/*needsLock=*/true, /*syncEvent=*/true);
+      syncCurrent();
+      event->waitForCompletionTime(); // the first record's listener has run
+      fillOp(buffer.mtl(), 0);
+      id<MTLSharedEvent> gate = [metalsimDevice() newSharedEvent];
+      dispatch_sync(stream->queue(), ^{
+        stream->endKernelCoalescing();
+        [stream->commandBuffer() encodeWaitForEvent:gate value:1];
+      });
+      graphOp(buffer.mtl()); // committed behind the closed gate
+      event->record(/*needsLock=*/true, /*syncEvent=*/true);
+      std::atomic<bool> returned{false};
+      std::thread waiter([&] {
+        event->synchronize();
+        returned = true;
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      CHECK_SIM(!returned, "synchronize() returned while the recorded work waits on the GPU");
+      gate.signaledValue = 1;
+      waiter.join();
+      expectBytes(buffer.mtl(), 1, "result after synchronize() of a re-recorded event");
+      [gate release];
+      syncCurrent();
+    }
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
 // The device guard (what torch.Stream / torch.accelerator and autograd use): streams from
 // getNewStream, exchangeStream, events recorded and blocked on through the guard,
 // synchronizeStream then queryStream.
@@ -814,6 +882,8 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"concurrent-slice-writes", scenarioConcurrentSliceWrites},
       {"guard", scenarioGuard},
       {"event-timing", scenarioEventTiming},
+      {"event-shared-waiters", scenarioEventSharedWaiters},
+      {"event-rerecord", scenarioEventRerecord},
       {"allocator", scenarioAllocator},
       {"record-stream", scenarioRecordStream},
       {"record-stream-untracked", scenarioRecordStream},
