@@ -937,6 +937,42 @@ def test_close_from_another_thread_waits_for_a_running_solo_call(bq, drain):
         queue(rows(2.0))
 
 
+def interrupt_right_after(queue, taken_by: str, monkeypatch) -> None:
+    """Call ``queue`` once with a Ctrl-C landing right after ``taken_by`` gave the caller the
+    runner role, before it ran anything; then the next caller must still be served."""
+    take = getattr(queue, taken_by)
+
+    def take_then_interrupt(*args):
+        assert take(*args), "the role was not free"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(queue, taken_by, take_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        queue(rows(1.0))
+    monkeypatch.delattr(queue, taken_by)  # the class's method again
+    results = {}
+    caller = threading.Thread(target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()))
+    caller.start()
+    caller.join(WAIT)
+    assert not caller.is_alive(), "the role stayed with the interrupted caller: the queue hangs"
+    assert results == {"value": 4.0}
+    closer = threading.Thread(target=queue.close)
+    closer.start()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+
+
+def test_an_interrupt_right_after_taking_the_solo_role_hands_it_on(bq, monkeypatch):
+    queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=1, max_delay_ms=0)
+    interrupt_right_after(queue, "_take_solo_role", monkeypatch)
+
+
+@pytest.mark.runner_policy("callers-run")  # a blocking caller is handed the role by _enqueue
+def test_an_interrupt_right_after_taking_the_role_for_a_batch_hands_it_on(bq, monkeypatch):
+    queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=0)
+    interrupt_right_after(queue, "_enqueue", monkeypatch)
+
+
 def test_solo_path_is_refused_once_closed(bq):
     queue = bq.BatchQueue(lambda x: x, max_batch_size=1, max_delay_ms=0)
     queue.close()
@@ -1162,6 +1198,9 @@ class StandInStreams:
         current = self.current_stream(x)
         return None if current == self.default else current
 
+    def waiting_stream(self, event, batch_stream):
+        return batch_stream if batch_stream is not None else self.current_stream()
+
     def set_stream(self, stream) -> None:
         self.local.stream = stream
 
@@ -1205,8 +1244,9 @@ class CudaTensorStandIn:
 
 def test_a_caller_on_the_default_stream_needs_no_event(bq, monkeypatch) -> None:
     # torch.cuda.default_stream gives a torch.cuda.Stream, torch.accelerator.current_stream a
-    # plain torch.Stream: compared with ==, the default stream never matched itself, and
-    # every request recorded an event and took the slow path (0.75x of a lock, H200 MLP).
+    # plain torch.Stream: compared with == (as a first version of this check did), the default
+    # stream never matched itself, and every request recorded an event and took the slow path
+    # (0.75x of a lock, H200 MLP).
     cuda = 1  # c10::DeviceType::CUDA
     monkeypatch.setattr(
         torch.cuda,
@@ -1222,6 +1262,20 @@ def test_a_caller_on_the_default_stream_needs_no_event(bq, monkeypatch) -> None:
         monkeypatch.setattr(torch._C, "_accelerator_getStream", current_stream, raising=False)
         other = streams.other_stream(CudaTensorStandIn(), 0)
         assert (None if other is None else other.stream_id) == expected
+
+
+def test_the_stream_check_holds_between_the_two_writes_of_a_first_lookup(bq, monkeypatch):
+    # Another thread may run between default_stream()'s two cache writes: one that finds the
+    # stream cached but not its id must not fail (it raised KeyError from submit).
+    streams = bq._DeviceStreams()
+    streams._defaults[0] = torch.Stream(stream_id=0, device_index=0, device_type=1)
+    monkeypatch.setattr(
+        torch._C,
+        "_accelerator_getStream",
+        lambda index: torch.Stream(stream_id=0, device_index=index, device_type=1),
+        raising=False,
+    )
+    assert streams.other_stream(CudaTensorStandIn(), 0) is None
 
 
 def stream_ordering_run(
@@ -1265,6 +1319,35 @@ def test_batch_waits_for_the_callers_stream_and_outputs_are_complete(bq, monkeyp
     seen, expected = stream_ordering_run(bq, monkeypatch, streams)
     assert seen == expected
     assert streams.log == [("record", 7), ("wait", 7), ("record", 0), ("synchronize", 0)]
+
+
+class HostFirstStreams(StandInStreams):
+    """Stand-in streams in which float64 tensors are host tensors (no streams)."""
+
+    def default_stream(self, x):
+        return None if x.dtype == torch.float64 else self.default
+
+    def other_stream(self, x, index):
+        return None if x.dtype == torch.float64 else super().other_stream(x, index)
+
+
+def test_a_device_input_behind_a_host_input_is_waited_for(bq, monkeypatch):
+    # The first input decides the batch stream; with it on the host, the events of the
+    # device inputs behind it were never waited for, and fn read them unwritten.
+    streams = HostFirstStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+    side = StandInStream(7)
+    streams.set_stream(side)
+    try:
+        host = torch.ones(1, 3, dtype=torch.float64)
+        x = torch.zeros(1, 3)
+        side.pending.append(lambda: x.fill_(5.0))  # the caller's "kernel", not yet run
+        with bq.BatchQueue(lambda h, d: d * 2, max_batch_size=4, max_delay_ms=0) as queue:
+            result = queue.submit(host, x).result(WAIT)
+    finally:
+        streams.set_stream(streams.default)
+    assert result[0, 0].item() == 10.0
+    assert streams.log[:2] == [("record", 7), ("wait", 7)]
 
 
 def test_stream_ordering_check_fails_when_the_wait_is_removed(bq, monkeypatch):
