@@ -613,6 +613,9 @@ def check_side_stream_callers(batch_queue: type, device: torch.device) -> dict[s
         return {"checked": False, "reason": "the host has no streams"}
     side = torch.Stream(device=device)
     big = torch.randn(2048, 2048, device=device)
+    # `big` is written on the default stream and read on `side`: finish it first (unordered,
+    # garbage in it could be NaN, and NaN * 0 would fail the check spuriously)
+    torch.accelerator.synchronize()
     ok = True
     with batch_queue(lambda x: x * 2, max_batch_size=8, max_delay_ms=1) as queue:
         for k in range(8):
