@@ -951,12 +951,14 @@ def interrupt_right_after(queue, taken_by: str, monkeypatch) -> None:
         queue(rows(1.0))
     monkeypatch.delattr(queue, taken_by)  # the class's method again
     results = {}
-    caller = threading.Thread(target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()))
+    caller = threading.Thread(
+        target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()), daemon=True
+    )
     caller.start()
     caller.join(WAIT)
     assert not caller.is_alive(), "the role stayed with the interrupted caller: the queue hangs"
     assert results == {"value": 4.0}
-    closer = threading.Thread(target=queue.close)
+    closer = threading.Thread(target=queue.close, daemon=True)
     closer.start()
     closer.join(WAIT)
     assert not closer.is_alive()
@@ -971,6 +973,32 @@ def test_an_interrupt_right_after_taking_the_solo_role_hands_it_on(bq, monkeypat
 def test_an_interrupt_right_after_taking_the_role_for_a_batch_hands_it_on(bq, monkeypatch):
     queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=0)
     interrupt_right_after(queue, "_enqueue", monkeypatch)
+
+
+@pytest.mark.runner_policy("host-on-worker")  # _enqueue queues it for the worker: no role
+def test_an_interrupt_right_after_queueing_drops_the_request(bq, monkeypatch):
+    """A Ctrl-C landing after _enqueue queued a blocking request and before its caller waits:
+    the request must leave the queue, or its batch wakes it first and nobody wakes the rest."""
+    queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=200)
+    enqueue = queue._enqueue
+
+    def enqueue_then_interrupt(*args):
+        assert not enqueue(*args), "the caller was handed the role"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(queue, "_enqueue", enqueue_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        queue(rows(1.0))
+    monkeypatch.delattr(queue, "_enqueue")
+    results = {}
+    caller = threading.Thread(
+        target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()), daemon=True
+    )
+    caller.start()
+    caller.join(WAIT)
+    assert not caller.is_alive(), "the next caller was never woken"
+    assert results == {"value": 4.0}
+    queue.close()
 
 
 def test_solo_path_is_refused_once_closed(bq):
