@@ -937,26 +937,27 @@ def test_close_from_another_thread_waits_for_a_running_solo_call(bq, drain):
         queue(rows(2.0))
 
 
-def interrupt_right_after(queue, taken_by: str, monkeypatch) -> None:
-    """Call ``queue`` once with a Ctrl-C landing right after ``taken_by`` gave the caller the
-    runner role, before it ran anything; then the next caller must still be served."""
-    take = getattr(queue, taken_by)
+def interrupt_right_after(queue, step: str, monkeypatch, takes_role: bool = True) -> None:
+    """Call ``queue`` once with a Ctrl-C landing right after ``step`` returned (gave the caller
+    the runner role, or queued its request without it), before the caller ran or waited for
+    anything; then the next caller must still be served, and close() must return."""
+    original = getattr(queue, step)
 
-    def take_then_interrupt(*args):
-        assert take(*args), "the role was not free"
+    def step_then_interrupt(*args):
+        assert original(*args) is takes_role, f"{step} did not return {takes_role}"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(queue, taken_by, take_then_interrupt)
+    monkeypatch.setattr(queue, step, step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         queue(rows(1.0))
-    monkeypatch.delattr(queue, taken_by)  # the class's method again
+    monkeypatch.delattr(queue, step)  # the class's method again
     results = {}
     caller = threading.Thread(
         target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()), daemon=True
     )
     caller.start()
     caller.join(WAIT)
-    assert not caller.is_alive(), "the role stayed with the interrupted caller: the queue hangs"
+    assert not caller.is_alive(), "the next caller was never served: the queue hangs"
     assert results == {"value": 4.0}
     closer = threading.Thread(target=queue.close, daemon=True)
     closer.start()
@@ -977,28 +978,10 @@ def test_an_interrupt_right_after_taking_the_role_for_a_batch_hands_it_on(bq, mo
 
 @pytest.mark.runner_policy("host-on-worker")  # _enqueue queues it for the worker: no role
 def test_an_interrupt_right_after_queueing_drops_the_request(bq, monkeypatch):
-    """A Ctrl-C landing after _enqueue queued a blocking request and before its caller waits:
-    the request must leave the queue, or its batch wakes it first and nobody wakes the rest."""
+    """The request must leave the queue, or its batch wakes it first and nobody wakes the
+    callers behind it."""
     queue = bq.BatchQueue(lambda x: x * 2, max_batch_size=2, max_delay_ms=200)
-    enqueue = queue._enqueue
-
-    def enqueue_then_interrupt(*args):
-        assert not enqueue(*args), "the caller was handed the role"
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(queue, "_enqueue", enqueue_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        queue(rows(1.0))
-    monkeypatch.delattr(queue, "_enqueue")
-    results = {}
-    caller = threading.Thread(
-        target=lambda: results.update(value=queue(rows(2.0))[0, 0].item()), daemon=True
-    )
-    caller.start()
-    caller.join(WAIT)
-    assert not caller.is_alive(), "the next caller was never woken"
-    assert results == {"value": 4.0}
-    queue.close()
+    interrupt_right_after(queue, "_enqueue", monkeypatch, takes_role=False)
 
 
 def test_solo_path_is_refused_once_closed(bq):
@@ -1292,18 +1275,47 @@ def test_a_caller_on_the_default_stream_needs_no_event(bq, monkeypatch) -> None:
         assert (None if other is None else other.stream_id) == expected
 
 
-def test_the_stream_check_holds_between_the_two_writes_of_a_first_lookup(bq, monkeypatch):
-    # Another thread may run between default_stream()'s two cache writes: one that finds the
-    # stream cached but not its id must not fail (it raised KeyError from submit).
-    streams = bq._DeviceStreams()
-    streams._defaults[0] = torch.Stream(stream_id=0, device_index=0, device_type=1)
+class SlowIdStream(torch.Stream):
+    """A default stream whose id takes a while to read: other threads run meanwhile."""
+
+    @property
+    def stream_id(self) -> int:
+        time.sleep(0.01)
+        return super().stream_id
+
+
+def test_concurrent_first_lookups_of_the_default_stream_all_see_it(bq, monkeypatch):
+    # Threads looking up a device's default stream for the first time at once: a cache of the
+    # stream and a second one of its id, written one after the other, let a thread find the
+    # stream without its id, and submit() raised KeyError.
+    monkeypatch.setattr(
+        torch.cuda,
+        "default_stream",
+        lambda device: SlowIdStream(stream_id=0, device_index=0, device_type=1),
+    )
     monkeypatch.setattr(
         torch._C,
         "_accelerator_getStream",
         lambda index: torch.Stream(stream_id=0, device_index=index, device_type=1),
         raising=False,
     )
-    assert streams.other_stream(CudaTensorStandIn(), 0) is None
+    streams = bq._DeviceStreams()
+    start = threading.Barrier(8)
+    seen: list[Any] = []
+
+    def look_up() -> None:
+        start.wait(WAIT)
+        try:
+            seen.append(streams.other_stream(CudaTensorStandIn(), 0))
+        except Exception as exc:  # the failure under test, kept to compare
+            seen.append(exc)
+
+    threads = [threading.Thread(target=look_up, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert seen == [None] * 8
 
 
 def stream_ordering_run(
