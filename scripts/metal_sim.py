@@ -136,6 +136,13 @@ SCENARIOS = (
     # after a second record() returned at once. It now waits for the recorded value.
     Scenario("event-shared-waiters", (("METALSIM_TIMEOUT_S", "30"),)),
     Scenario("event-rerecord", (("METALSIM_TIMEOUT_S", "30"),)),
+    # elapsedTime() of timing events recorded again: a completion time from the previous record
+    # was read when the new record's notification had not run yet (v2.9.1 too); notifications
+    # arrive 10 ms late here, so it always is.
+    Scenario("event-timing-rerecord",
+             (("METALSIM_TIMEOUT_S", "30"), ("METALSIM_LISTENER_DELAY_US", "10000"))),
+    # a notification that runs after exit() destroyed static objects: its event must still exist
+    Scenario("event-notify-at-exit", (("METALSIM_LISTENER_DELAY_US", "100000"),)),
 )
 
 # Not in the default run (--scenarios NAME runs them): none at present.
@@ -162,10 +169,12 @@ PLANTED_QUERY = """bool MPSStream::query() {
 # synchronize()'s wait for its recorded value, and v2.9.1's wait for a flag in its place
 PLANTED_FLAG_ANCHOR = """    waitForSignaledValue(m_cpu_sync_mutex, m_cpu_sync_cv, m_event, target);
     return true;"""
-PLANTED_FLAG_WAIT = """    // planted bug (metal_sim.py): wait for the CPU-sync flag, as v2.9.1 did
+# (v2.9.1's flag, m_cpu_sync_completed, is gone: the event's recorded flag plays its part, set
+# by the record and left set, as the listener of an earlier record left v2.9.1's)
+PLANTED_FLAG_WAIT = """    // planted bug (metal_sim.py): wait for a flag, consume it (as v2.9.1)
     std::unique_lock<std::mutex> lock(m_cpu_sync_mutex);
-    m_cpu_sync_cv.wait(lock, [&] { return m_cpu_sync_completed; });
-    m_cpu_sync_completed = false;
+    m_cpu_sync_cv.wait(lock, [&] { return m_recorded_since_reset; });
+    m_recorded_since_reset = false;
     return true;"""
 
 
@@ -191,10 +200,20 @@ PLANTED_BUGS = {
         "across streams)"),
     "missing-wait": PlantedBug("handoff-no-wait", "", (),
                                "hand-off across streams with tracking off and no event"),
+    "stale-time": PlantedBug(
+        "event-timing-rerecord", "// elapsedTime() waits for this record's completion time",
+        ("MPSEvent.mm",),
+        "MPSEvent::recordLocked() keeps the last record's completion time (v2.9.1), which "
+        "elapsedTime() reads while the new record's notification has not run"),
+    "destroyed-pool": PlantedBug(
+        "event-notify-at-exit", "  static auto* event_pool = new std::shared_ptr<MPSEventPool>(",
+        ("MPSEvent.mm",),
+        "getMPSEventPool()'s pool is a static that exit() destroys (v2.9.1), with its events, "
+        "while a notification block still has to run"),
     "consumed-flag": PlantedBug(
         "event-rerecord", PLANTED_FLAG_ANCHOR, ("MPSEvent.mm",),
-        "MPSEvent::synchronize() waits for the CPU-sync flag (v2.9.1's wait), which a timing "
-        "listener of an earlier record() left set"),
+        "MPSEvent::synchronize() waits for a flag an earlier record() left set and consumes it, "
+        "as v2.9.1 waited for its CPU-sync flag"),
 }
 
 
@@ -464,6 +483,18 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
             raise SimError(f"cannot plant {name}: malloc() of {holder} takes no lock_guard; "
                            "update plant_bug() in scripts/metal_sim.py")
         text = text[:cut] + text[cut + len(lock):]
+    elif name == "stale-time":
+        clear = "      m_completion_time = 0;\n"
+        cut = text.find(clear, start)
+        if cut < 0 or cut > text.find("\n}\n", start):
+            raise SimError(f"cannot plant {name}: recordLocked() of {holder} does not clear the "
+                           "completion time; update plant_bug() in scripts/metal_sim.py")
+        text = text[:cut] + text[cut + len(clear):]
+    elif name == "destroyed-pool":
+        end = text.index("\n", text.index("\n", start) + 1)  # the statement and its return
+        text = (text[:start] + "  static std::shared_ptr<MPSEventPool> event_pool = "
+                "std::make_shared<MPSEventPool>(getDefaultMPSStream());\n  return event_pool;"
+                + text[end:])
     elif name == "consumed-flag":
         text = text[:start] + PLANTED_FLAG_WAIT + text[start + len(bug.anchor):]
     elif name == "unordered-write":

@@ -66,6 +66,11 @@ def test_planted_bug_is_reported(patched_tree: Path, bug: str) -> None:
     elif bug == "consumed-flag":
         assert "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]
         assert "re-recorded event" in proc.stdout, proc.stdout[-4000:]
+    elif bug == "stale-time":
+        assert "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]
+        assert "elapsedTime()" in proc.stdout, proc.stdout[-4000:]
+    elif bug == "destroyed-pool":
+        assert tsan > 0 and "heap-use-after-free" in proc.stdout, proc.stdout[-4000:]
     elif bug == "unordered-write":
         assert hazards > 0, proc.stdout[-4000:]
         assert "write-handoff" in proc.stdout and "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]

@@ -290,8 +290,13 @@ struct Engine {
   uint64_t max_delay_us = envNumber("METALSIM_MAX_DELAY_US", 200);
   uint64_t memory_limit = envNumber("METALSIM_DEVICE_MEMORY_MB", 1024) << 20;
   uint64_t heap_bytes = 0;
+  // how long the listener thread holds each notification before running it: a dispatch queue
+  // delivers them when it gets to them, after the GPU signalled and after waitUntilCompleted
+  uint64_t listener_delay_us = envNumber("METALSIM_LISTENER_DELAY_US", 0);
   // listener thread: notification blocks, in signal order
   std::deque<std::function<void()>> notifications;
+  uint64_t notifications_queued = 0; // for waitListenerIdle
+  uint64_t notifications_run = 0; // blocks that returned
   bool listener_started = false;
 };
 
@@ -371,8 +376,13 @@ void listenerLoop() {
     std::function<void()> callback = std::move(e.notifications.front());
     e.notifications.pop_front();
     lock.unlock();
+    if (e.listener_delay_us != 0) {
+      std::this_thread::sleep_for(std::chrono::microseconds(e.listener_delay_us));
+    }
     callback();
     lock.lock();
+    e.notifications_run++;
+    e.cv.notify_all();
   }
 }
 
@@ -396,6 +406,7 @@ void queueNotifications(Engine& e, SimSharedEvent* event) {
       PendingNotify note = *it;
       const Clock clock = *event->_clock;
       const uint64_t value = event->_value;
+      e.notifications_queued++;
       e.notifications.push_back([note, clock, value] {
         {
           std::lock_guard<std::mutex> lock(engine().mu);
@@ -624,6 +635,13 @@ bool waitIdle(uint64_t timeout_ms) {
   Engine& e = engine();
   std::unique_lock<std::mutex> lock(e.mu);
   return e.cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return e.in_flight == 0; });
+}
+
+void waitListenerIdle() {
+  Engine& e = engine();
+  std::unique_lock<std::mutex> lock(e.mu);
+  const uint64_t queued = e.notifications_queued;
+  e.cv.wait(lock, [&] { return e.notifications_run >= queued; });
 }
 
 } // namespace metalsim

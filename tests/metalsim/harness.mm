@@ -623,6 +623,91 @@ void scenarioEventRerecord() {
   });
 }
 
+// A timing loop that reuses its two events (torch.mps.Event(enable_timing=True) recorded again
+// every iteration): elapsedTime() must measure the latest records, and raise for events taken
+// from the pool again and not recorded. Odd iterations are held back
+// 100 ms on the GPU, even ones take about a millisecond. The listener delivers notifications
+// late here (METALSIM_LISTENER_DELAY_US), as a dispatch queue may, so when elapsedTime() has
+// synchronized the streams the previous record's completion time is still in the event.
+void scenarioEventTimingRerecord() {
+  const uint64_t iterations = std::max<uint64_t>(4, scaled(6));
+  runThreads(1, [iterations](size_t) {
+    at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+    MPSStream* stream = current();
+    auto pool = at::mps::getMPSEventPool();
+    const uint32_t start = pool->acquireEvent(true);
+    const uint32_t end = pool->acquireEvent(true);
+    for (uint64_t i = 0; i < iterations; ++i) {
+      metalsim::setTag("timing-rerecord i" + std::to_string(i));
+      const bool held = i % 2 == 1;
+      Buffer buffer = allocate();
+      pool->recordEvent(start, true, stream);
+      id<MTLSharedEvent> gate = nil;
+      if (held) {
+        gate = [metalsimDevice() newSharedEvent];
+        dispatch_sync(stream->queue(), ^{
+          stream->endKernelCoalescing();
+          [stream->commandBuffer() encodeWaitForEvent:gate value:1];
+        });
+      }
+      fillOp(buffer.mtl(), 0);
+      graphOp(buffer.mtl());
+      pool->recordEvent(end, true, stream);
+      stream->synchronize(SyncType::COMMIT);
+      if (held) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        gate.signaledValue = 1;
+      }
+      try {
+        const double ms = pool->elapsedTime(start, end);
+        CHECK_SIM(held ? ms >= 50 : ms < 50,
+                  "iteration %llu: elapsedTime() is %.3f ms for work %s on the GPU: the completion "
+                  "time of an earlier record",
+                  (unsigned long long)i, ms, held ? "held back 100 ms" : "of about 1 ms");
+      } catch (const c10::Error& error) {
+        CHECK_SIM(false, "iteration %llu: elapsedTime() failed: %s", (unsigned long long)i,
+                  error.what());
+      }
+      [gate release];
+      syncCurrent();
+    }
+    pool->releaseEvent(start);
+    pool->releaseEvent(end);
+    // The same two events again from the pool (their signal counters kept), only the end one
+    // recorded: elapsedTime() must raise, not wait for a completion time that never comes.
+    const uint32_t unrecorded = pool->acquireEvent(true);
+    const uint32_t recorded = pool->acquireEvent(true);
+    pool->recordEvent(recorded, true, stream);
+    syncCurrent();
+    bool raised = false;
+    try {
+      pool->elapsedTime(unrecorded, recorded);
+    } catch (const c10::Error&) {
+      raised = true;
+    }
+    CHECK_SIM(raised, "elapsedTime() of a reused timing event that was not recorded returned");
+    pool->releaseEvent(unrecorded);
+    pool->releaseEvent(recorded);
+    at::mps::setCurrentMPSStream(nullptr);
+  });
+}
+
+// A notification may run after exit() began: Metal's listener runs its blocks on a dispatch
+// queue, whose threads exit() does not stop. A timing event's notification is still queued here
+// (delivered 100 ms late) when the scenario returns; a handler registered before the event pool
+// existed runs after the static destructors and lets the notification run. Its block writes into
+// its event, which must still exist (v2.9.1 destroyed the pool and its events at exit).
+void scenarioEventNotifyAtExit() {
+  std::atexit(metalsim::waitListenerIdle); // runs after the destructors of later statics
+  runThreads(1, [](size_t) {
+    auto pool = at::mps::getMPSEventPool();
+    const uint32_t event = pool->acquireEvent(true);
+    pool->recordEvent(event, true, current());
+    syncCurrent(); // signalled: its notification is queued
+    pool->releaseEvent(event);
+  });
+}
+
 // The device guard (what torch.Stream / torch.accelerator and autograd use): streams from
 // getNewStream, exchangeStream, events recorded and blocked on through the guard,
 // synchronizeStream then queryStream.
@@ -884,6 +969,8 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"event-timing", scenarioEventTiming},
       {"event-shared-waiters", scenarioEventSharedWaiters},
       {"event-rerecord", scenarioEventRerecord},
+      {"event-timing-rerecord", scenarioEventTimingRerecord},
+      {"event-notify-at-exit", scenarioEventNotifyAtExit},
       {"allocator", scenarioAllocator},
       {"record-stream", scenarioRecordStream},
       {"record-stream-untracked", scenarioRecordStream},

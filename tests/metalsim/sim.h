@@ -42,6 +42,8 @@ uint64_t printHazards(size_t max);
 void printDispatchState(const char* (*name)(void* queue));
 // Waits until every committed command buffer completed or `timeout_ms` passed; false on timeout.
 bool waitIdle(uint64_t timeout_ms);
+// Waits until the listener thread ran every notification block queued so far.
+void waitListenerIdle();
 
 } // namespace metalsim
 
