@@ -477,19 +477,12 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
         end = text.find("\n}\n", start)
         text = text[:start] + PLANTED_QUERY + text[end + 2:]
     elif name == "unlocked-cache":
-        lock = "  std::lock_guard<std::recursive_mutex> lock(m_mutex);\n"
-        cut = text.find(lock, start)
-        if cut < 0 or cut > text.find("\n}\n", start):
-            raise SimError(f"cannot plant {name}: malloc() of {holder} takes no lock_guard; "
-                           "update plant_bug() in scripts/metal_sim.py")
-        text = text[:cut] + text[cut + len(lock):]
+        text = _cut_line(text, start, "  std::lock_guard<std::recursive_mutex> lock(m_mutex);\n",
+                         f"cannot plant {name}: malloc() of {holder} takes no lock_guard")
     elif name == "stale-time":
-        clear = "      m_completion_time = 0;\n"
-        cut = text.find(clear, start)
-        if cut < 0 or cut > text.find("\n}\n", start):
-            raise SimError(f"cannot plant {name}: recordLocked() of {holder} does not clear the "
-                           "completion time; update plant_bug() in scripts/metal_sim.py")
-        text = text[:cut] + text[cut + len(clear):]
+        text = _cut_line(text, start, "      m_completion_time = 0;\n",
+                         f"cannot plant {name}: recordLocked() of {holder} does not clear the "
+                         "completion time")
     elif name == "destroyed-pool":
         end = text.index("\n", text.index("\n", start) + 1)  # the statement and its return
         text = (text[:start] + "  static std::shared_ptr<MPSEventPool> event_pool = "
@@ -505,6 +498,15 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
     copy.parent.mkdir(parents=True, exist_ok=True)
     copy.write_text(text)
     return holder, copy
+
+
+def _cut_line(text: str, start: int, line: str, missing: str) -> str:
+    """``text`` without ``line``: its first occurrence after ``start``, in the function that
+    starts there; SimError(``missing``) when that function has no such line."""
+    cut = text.find(line, start)
+    if cut < 0 or cut > text.find("\n}\n", start):
+        raise SimError(f"{missing}; update plant_bug() in scripts/metal_sim.py")
+    return text[:cut] + text[cut + len(line):]
 
 
 def _read_if_exists(path: Path) -> str:
