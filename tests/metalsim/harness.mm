@@ -582,6 +582,17 @@ void scenarioEventSharedWaiters() {
   });
 }
 
+// A wait for a new shared event, encoded into `stream`'s command buffer: the stream's later work
+// runs only after the caller opens the gate (gate.signaledValue = 1) and then releases it.
+id<MTLSharedEvent> closedGate(MPSStream* stream) {
+  id<MTLSharedEvent> gate = [metalsimDevice() newSharedEvent];
+  dispatch_sync(stream->queue(), ^{
+    stream->endKernelCoalescing();
+    [stream->commandBuffer() encodeWaitForEvent:gate value:1];
+  });
+  return gate;
+}
+
 // A timing event recorded and completed (its completion listener ran), then recorded again
 // behind work held back by a closed gate: synchronizeEvent must wait for the second record. The
 // first record's listener left a flag set that let the wait return at once.
@@ -599,11 +610,7 @@ void scenarioEventRerecord() {
       syncCurrent();
       event->waitForCompletionTime(); // the first record's listener has run
       fillOp(buffer.mtl(), 0);
-      id<MTLSharedEvent> gate = [metalsimDevice() newSharedEvent];
-      dispatch_sync(stream->queue(), ^{
-        stream->endKernelCoalescing();
-        [stream->commandBuffer() encodeWaitForEvent:gate value:1];
-      });
+      id<MTLSharedEvent> gate = closedGate(stream);
       graphOp(buffer.mtl()); // committed behind the closed gate
       event->record(/*needsLock=*/true, /*syncEvent=*/true);
       std::atomic<bool> returned{false};
@@ -625,10 +632,10 @@ void scenarioEventRerecord() {
 
 // A timing loop that reuses its two events (torch.mps.Event(enable_timing=True) recorded again
 // every iteration): elapsedTime() must measure the latest records, and raise for events taken
-// from the pool again and not recorded. Odd iterations are held back
-// 100 ms on the GPU, even ones take about a millisecond. The listener delivers notifications
-// late here (METALSIM_LISTENER_DELAY_US), as a dispatch queue may, so when elapsedTime() has
-// synchronized the streams the previous record's completion time is still in the event.
+// from the pool again and not recorded. Odd iterations are held back 100 ms on the GPU, even ones
+// take about a millisecond. The listener delivers notifications late here
+// (METALSIM_LISTENER_DELAY_US), as a dispatch queue may, so when elapsedTime() has synchronized
+// the streams the previous record's completion time is still in the event.
 void scenarioEventTimingRerecord() {
   const uint64_t iterations = std::max<uint64_t>(4, scaled(6));
   runThreads(1, [iterations](size_t) {
@@ -642,14 +649,7 @@ void scenarioEventTimingRerecord() {
       const bool held = i % 2 == 1;
       Buffer buffer = allocate();
       pool->recordEvent(start, true, stream);
-      id<MTLSharedEvent> gate = nil;
-      if (held) {
-        gate = [metalsimDevice() newSharedEvent];
-        dispatch_sync(stream->queue(), ^{
-          stream->endKernelCoalescing();
-          [stream->commandBuffer() encodeWaitForEvent:gate value:1];
-        });
-      }
+      id<MTLSharedEvent> gate = held ? closedGate(stream) : nil;
       fillOp(buffer.mtl(), 0);
       graphOp(buffer.mtl());
       pool->recordEvent(end, true, stream);
