@@ -116,6 +116,7 @@ SCENARIOS = (
     Scenario("write-handoff-default"),
     Scenario("write-handoff-pool"),
     Scenario("concurrent-slice-writes"),
+    Scenario("weights-and-results", (("METALSIM_TIMEOUT_S", "30"),)),
     Scenario("guard"),
     Scenario("allocator", (("METALSIM_DEVICE_MEMORY_MB", "96"),)),
     Scenario("record-stream"),
@@ -210,6 +211,15 @@ PLANTED_BUGS = {
         ("MPSEvent.mm",),
         "getMPSEventPool()'s pool is a static that exit() destroys (v2.9.1), with its events, "
         "while a notification block still has to run"),
+    "kept-reader-mark": PlantedBug(
+        "weights-and-results", "uint64_t readersWaitFor[kMPSStreamsPerPool]",
+        ("MPSStreamOrdering.mm",),
+        "a writer's later uses of a buffer do not clear the progress value its readers wait for "
+        "(readers then miss a write the program ordered before them)"),
+    "old-reader-wait": PlantedBug(
+        "weights-and-results", "void readerMarks(", ("MPSStreamOrdering.mm",),
+        "readers wait for all of each writer's work so far (the previous revision): two threads "
+        "inside their streams' queues wait for each other"),
     "consumed-flag": PlantedBug(
         "event-rerecord", PLANTED_FLAG_ANCHOR, ("MPSEvent.mm",),
         "MPSEvent::synchronize() waits for a flag an earlier record() left set and consumes it, "
@@ -490,6 +500,13 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
                 + text[end:])
     elif name == "consumed-flag":
         text = text[:start] + PLANTED_FLAG_WAIT + text[start + len(bug.anchor):]
+    elif name == "kept-reader-mark":
+        text = "".join(line for line in text.splitlines(keepends=True)
+                       if not re.fullmatch(r"\s*use\.readersWaitFor\[\w+\] = 0;.*\n", line))
+    elif name == "old-reader-wait":
+        text = _cut_line(text, text.index("void useOnStream("),
+                         "        readerMarks(use, dependsOn, marks);\n",
+                         f"cannot plant {name}: useOnStream() of {holder} takes no reader marks")
     elif name == "unordered-write":
         hooks = (bug.anchor, "detail::noteGraphResults(")
         text = "".join(line for line in text.splitlines(keepends=True)

@@ -169,6 +169,20 @@ void kernelOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
   });
 }
 
+// A Metal kernel op in the order ATen's take: the compute encoder first (the stream's command
+// buffer now holds work of this op), then the buffers bound to it.
+void kernelOpEncoderFirst(id<MTLBuffer> out, id<MTLBuffer> in) {
+  MPSStream* stream = current();
+  dispatch_sync(stream->queue(), ^{
+    @autoreleasepool {
+      stream->commandEncoder();
+      noteUse(in);
+      noteUse(out);
+      encodeKernel(stream, out, in);
+    }
+  });
+}
+
 void fillOp(id<MTLBuffer> buffer, uint8_t value) {
   MPSStream* stream = current();
   noteUse(buffer);
@@ -489,6 +503,63 @@ void scenarioConcurrentSliceWrites() {
       }
     }
   });
+}
+
+// Workers read weights the main thread made before the first worker stream existed (so the
+// ordering counts them as written by the default stream), while the main thread, on the default
+// stream, keeps reading the workers' fresh outputs. Both read inside their streams' queues (Metal
+// kernel ops), and neither needs the other's current work: the weights were complete long before,
+// and each output the main thread reads was made by an op that returned. A reader that waited for
+// all of the default stream's work so far asked the main thread's queue to commit while the main
+// thread, inside that queue, asked the worker's queue to commit: each waited for the other.
+// Between phases the main thread overwrites the weights (a fill, not committed) and starts the
+// next worker: its reads must wait for that write, although the weights were seen before.
+void scenarioWeightsAndResults() {
+  constexpr uint64_t kPhases = 4;
+  const uint64_t readsPerPhase = scaled(15);
+  Buffer weights = allocate();
+  for (uint64_t phase = 0; phase < kPhases; ++phase) {
+    const uint8_t value = uint8_t(40 + 10 * phase);
+    metalsim::setTag("weights main p" + std::to_string(phase));
+    fillOp(weights.mtl(), value);
+    if (phase == 0) {
+      syncCurrent(); // made before any worker stream exists
+    }
+    std::mutex publishedMu;
+    std::shared_ptr<Buffer> published;
+    std::atomic<bool> stop{false};
+    std::thread worker([&] {
+      at::mps::setCurrentMPSStream(at::mps::getStreamFromPool());
+      metalsim::setTag("weights worker p" + std::to_string(phase));
+      while (!stop.load()) {
+        auto out = std::make_shared<Buffer>(allocate());
+        kernelOpEncoderFirst(out->mtl(), weights.mtl()); // value + 1, not committed
+        std::lock_guard<std::mutex> lock(publishedMu);
+        published = out;
+      }
+      syncCurrent();
+      at::mps::setCurrentMPSStream(nullptr);
+    });
+    for (uint64_t reads = 0; reads < readsPerPhase;) {
+      std::shared_ptr<Buffer> latest;
+      {
+        std::lock_guard<std::mutex> lock(publishedMu);
+        latest = published;
+      }
+      if (!latest) {
+        std::this_thread::yield();
+        continue;
+      }
+      Buffer result = allocate();
+      kernelOpEncoderFirst(result.mtl(), latest->mtl()); // value + 2, in the default stream's queue
+      syncCurrent();
+      expectBytes(result.mtl(), uint8_t(value + 2), "result of a worker's output");
+      ++reads;
+    }
+    stop = true;
+    worker.join();
+    g_threads += 1;
+  }
 }
 
 // Events recorded on one stream and waited on another, many pairs at once; plus a CPU-side
@@ -965,6 +1036,7 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"write-handoff-default", [] { scenarioWriteHandoff("default"); }},
       {"write-handoff-pool", [] { scenarioWriteHandoff("pool"); }},
       {"concurrent-slice-writes", scenarioConcurrentSliceWrites},
+      {"weights-and-results", scenarioWeightsAndResults},
       {"guard", scenarioGuard},
       {"event-timing", scenarioEventTiming},
       {"event-shared-waiters", scenarioEventSharedWaiters},
