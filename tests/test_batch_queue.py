@@ -19,7 +19,7 @@ from collections import Counter, deque, namedtuple
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -274,8 +274,13 @@ def test_oversized_request_runs_alone_and_whole(bq):
         (({"a": torch.zeros(2, 1), "b": torch.zeros(3, 1)},), ValueError, "same batch size"),
         ((torch.zeros(2, 2).to_sparse(),), ValueError, "only dense tensors"),
         ((torch.zeros(1, 2), "text"), TypeError, "input 1 is a str"),
+        ((torch.quantize_per_tensor(torch.ones(1, 2), 0.5, 0, torch.quint8),), ValueError,
+         "input 0 is a quantized tensor"),
+        ((torch.ones(1, 2), torch.quantize_per_tensor(torch.ones(1, 2), 0.5, 0, torch.quint8)),
+         ValueError, "input 1 is a quantized tensor"),
     ],
-    ids=["nothing", "scalar", "empty", "not-a-tensor", "mismatched", "sparse", "string"],
+    ids=["nothing", "scalar", "empty", "not-a-tensor", "mismatched", "sparse", "string",
+         "quantized", "quantized-second"],
 )
 def test_invalid_input_fails_at_submit_with_a_clear_message(bq, inputs, error, message):
     with bq.BatchQueue(lambda x: x, max_delay_ms=1) as queue:
@@ -1545,6 +1550,69 @@ def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
 
 
 @pytest.mark.runner_policy("host-on-worker")  # the batch must run on the worker, not on main
+@pytest.mark.runner_policy("host-on-worker")  # the worker runs the batch: a chain of callers
+def test_an_interrupt_right_after_a_callers_wake_up_still_wakes_the_callers_after_it(
+    bq, monkeypatch
+):
+    """Ctrl-C handled right after a blocking caller took its wake-up (its waiter acquired,
+    the interrupt raised before it woke the next caller of its batch): that caller leaves with
+    KeyboardInterrupt, and the callers after it in the chain still get their results."""
+    real_lock = threading.Lock
+
+    class WaiterInterruptedAfterWakeUp:
+        """A waiter (threading.Lock) whose first wake-up is followed by KeyboardInterrupt."""
+
+        armed = True
+
+        def __init__(self) -> None:
+            self._lock = real_lock()
+            self._acquires = 0
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            acquired = self._lock.acquire(blocking, timeout)
+            self._acquires += 1
+            if acquired and self._acquires == 2 and WaiterInterruptedAfterWakeUp.armed:
+                WaiterInterruptedAfterWakeUp.armed = False
+                raise KeyboardInterrupt
+            return acquired
+
+        def release(self) -> None:
+            self._lock.release()
+
+    gate = threading.Event()
+
+    def fn(x):
+        assert gate.wait(WAIT)
+        return x * 2
+
+    with bq.BatchQueue(fn, max_batch_size=8, max_delay_ms=0) as queue:
+        holder = queue.submit(rows(1.0))  # the batch runs while the next one forms
+        wait_until(lambda: queue.stats()["pending"] == 0, "the first batch running")
+        threading_with_waiters = SimpleNamespace(**{**vars(threading),
+                                                    "Lock": WaiterInterruptedAfterWakeUp})
+        monkeypatch.setattr(bq, "threading", threading_with_waiters)
+        outcomes: dict[float, Any] = {}
+
+        def caller(value: float) -> None:
+            try:
+                outcomes[value] = queue(rows(value))[0, 0].item()
+            except KeyboardInterrupt:
+                outcomes[value] = "interrupted"
+
+        callers = []
+        for count, value in enumerate((3.0, 4.0, 5.0), start=1):
+            callers.append(threading.Thread(target=caller, args=(value,), daemon=True))
+            callers[-1].start()
+            wait_until(lambda count=count: queue.stats()["pending"] == count, "callers queued")
+        gate.set()
+        for thread in callers:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in callers), (
+            f"callers after the interrupted one were never woken: {outcomes}")
+        assert outcomes == {3.0: "interrupted", 4.0: 8.0, 5.0: 10.0}
+        assert holder.result(WAIT)[0, 0].item() == 2.0
+
+
 def test_caller_interrupted_while_its_batch_runs_does_not_stall_the_callers_after_it(bq):
     """SIGINT reaches the main thread while its request runs in a batch shared with another
     blocking caller that comes after it in the chain of wake-ups. The main thread leaves with

@@ -165,7 +165,7 @@ class FakeStreamPool:
 
             def record_event(self, event: Any = None) -> Any:
                 pool.calls.append(("generic_record_event", self.stream_id, event))
-                return event
+                return GenericEvent() if event is None else event
 
         return FakeMPSStreamBase
 
@@ -552,19 +552,41 @@ def test_event_rejects_a_stream_of_another_device(mps: ModuleType) -> None:
         mps.Event().record(cpu_stream)
 
 
-def test_stream_events_and_wait_stream(mps: ModuleType, pool: FakeStreamPool) -> None:
+class GenericEvent:
+    """The torch.Event that the stand-in's torch.Stream.record_event() makes."""
+
+
+def test_record_event_makes_a_torch_event_as_upstream(
+    mps: ModuleType, pool: FakeStreamPool
+) -> None:
+    """Upstream's torch.mps.Stream inherits record_event(): a new event is a torch.Event, the
+    only type torch.Stream.wait_event() (torch.accelerator's streams) reads; a torch.mps.Event
+    there would be read as garbage memory."""
     producer, consumer = mps.Stream(stream_id=16), mps.Stream(stream_id=17)
     event = producer.record_event()
-    assert isinstance(event, mps.Event)
+    assert isinstance(event, GenericEvent)
     consumer.wait_event(event)
-    consumer.wait_stream(producer)
+    assert pool.calls == [("generic_record_event", 16, None), ("generic_wait_event", 17, event)]
+
+
+def test_a_torch_mps_event_is_recorded_and_waited_on_the_given_streams(
+    mps: ModuleType, pool: FakeStreamPool
+) -> None:
+    producer, consumer = mps.Stream(stream_id=16), mps.Stream(stream_id=17)
+    mine = mps.Event()
+    assert producer.record_event(mine) is mine
+    consumer.wait_event(mine)
+    consumer.wait_stream(producer)  # records and waits for a torch.mps.Event of its own
     recorded = [c for c in pool.calls if c[0] == "recordEventOnStream"]
     waited = [c for c in pool.calls if c[0] == "waitForEventOnStream"]
     assert [c[2] for c in recorded] == [16, 16]
     assert [c[2] for c in waited] == [17, 17]
-    assert waited[1][1] == recorded[1][1]  # wait_stream waits for the event it recorded
-    mine = mps.Event()
-    assert producer.record_event(mine) is mine
+    assert [c[1] for c in waited] == [c[1] for c in recorded]
+
+
+def test_a_positional_stream_id_is_refused(mps: ModuleType) -> None:
+    with pytest.raises(TypeError, match=r"stream_id=5"):
+        mps.Stream(5)
 
 
 def test_generic_events_go_to_torch_stream(mps: ModuleType, pool: FakeStreamPool) -> None:
