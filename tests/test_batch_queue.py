@@ -1202,6 +1202,7 @@ class StandInStreams:
         self.default = StandInStream(0)
         self.local = threading.local()
         self.log: list[tuple[str, int]] = []
+        self.kept: list[tuple[int, torch.Tensor]] = []  # (stream id, tensor) of keep_for()
         self.keep_waits = keep_waits
 
     def default_stream(self, x):
@@ -1232,6 +1233,9 @@ class StandInStreams:
     def synchronize(self, event) -> None:
         self.log.append(("synchronize", event.stream.stream_id))
         event.complete()
+
+    def keep_for(self, x, stream) -> None:
+        self.kept.append((stream.stream_id, x))
 
     def query(self, event) -> bool:
         return True  # the stand-in runs a stream's work when it is waited for
@@ -1419,6 +1423,27 @@ def test_solo_call_from_a_side_stream_is_ordered_both_ways(bq, monkeypatch, keep
     seen, expected = stream_ordering_run(bq, monkeypatch, streams, solo=True)
     assert streams.log == [("record", 7), ("wait", 7), ("record", 0), ("synchronize", 0)]
     assert (seen == expected) is keep_waits
+
+
+def test_outputs_handed_to_side_stream_callers_are_kept_for_their_streams(bq, monkeypatch):
+    """CUDA's caching allocator gives memory to the next batch as soon as a caller drops its
+    rows unless the stream still reading them was recorded (Tensor.record_stream): on an H200
+    19 of 20 side-stream results read the next batch's values. Each side-stream caller's
+    output tensors are recorded for its stream; a default-stream caller's for none."""
+    streams = StandInStreams()
+    monkeypatch.setattr(bq, "_streams", streams)
+
+    def fn(x):
+        return x * 2, {"y": x + 10}
+
+    with bq.BatchQueue(fn, max_batch_size=2, max_delay_ms=10_000) as queue:
+        with on_side_stream(streams):
+            side = queue.submit(rows(1.0))
+        plain = queue.submit(rows(2.0))
+        side_out, plain_out = side.result(WAIT), plain.result(WAIT)
+    assert plain_out[0][0, 0].item() == 4.0
+    assert [stream_id for stream_id, _ in streams.kept] == [7, 7]
+    assert streams.kept[0][1] is side_out[0] and streams.kept[1][1] is side_out[1]["y"]
 
 
 def test_solo_call_on_the_batch_stream_records_and_waits_nothing(bq, monkeypatch):
