@@ -437,6 +437,39 @@ def test_one_context_object_entered_twice_nests(mps: ModuleType) -> None:
     assert current_id(mps) == 0
 
 
+def test_one_context_object_shared_by_two_threads_restores_each_threads_stream(
+    mps: ModuleType,
+) -> None:
+    """Two threads inside one StreamContext object at once (a context made once and used by a
+    pool's tasks), the first to enter leaving first: each gets its own stream back."""
+    context = mps.StreamContext(mps.Stream(stream_id=5))
+    a_in, b_in, a_left = threading.Event(), threading.Event(), threading.Event()
+    after: dict[str, int] = {}
+
+    def first() -> None:
+        mps.set_stream(mps.Stream(stream_id=1))
+        with context:
+            a_in.set()
+            assert b_in.wait(30)
+        after["a"] = current_id(mps)
+        a_left.set()
+
+    def second() -> None:
+        assert a_in.wait(30)
+        mps.set_stream(mps.Stream(stream_id=2))
+        with context:
+            b_in.set()
+            assert a_left.wait(30)
+        after["b"] = current_id(mps)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert after == {"a": 1, "b": 2}
+
+
 def test_stream_context_restores_after_exception(mps: ModuleType) -> None:
     with pytest.raises(KeyError, match="boom"), mps.stream(mps.Stream(stream_id=12)):
         raise KeyError("boom")
