@@ -136,6 +136,9 @@ SCENARIOS = (
     # after a second record() returned at once. It now waits for the recorded value.
     Scenario("event-shared-waiters", (("METALSIM_TIMEOUT_S", "30"),)),
     Scenario("event-rerecord", (("METALSIM_TIMEOUT_S", "30"),)),
+    # an event released while another stream's GPU wait for it is pending, then reused on an idle
+    # stream: that wait must not pass early (tracking off: the event is the only ordering)
+    Scenario("event-reuse-across-streams", (*TRACKING_OFF, ("METALSIM_TIMEOUT_S", "30"))),
     # elapsedTime() of timing events recorded again: a completion time from the previous record
     # was read when the new record's notification had not run yet (v2.9.1 too); notifications
     # arrive 10 ms late here, so it always is.
@@ -217,6 +220,10 @@ PLANTED_BUGS = {
         ("MPSEvent.mm",),
         "getMPSEventPool()'s pool is a static that exit() destroys (v2.9.1), with its events, "
         "while a notification block still has to run"),
+    "reused-shared-event": PlantedBug(
+        "event-reuse-across-streams", "void MPSEvent::reset(", ("MPSEvent.mm",),
+        "an event taken from the pool again keeps its shared event while a GPU wait of its last "
+        "use is pending (v2.9.1): a new record on an idle stream lets that wait pass early"),
     "consumed-flag": PlantedBug(
         "event-rerecord", PLANTED_FLAG_ANCHOR, ("MPSEvent.mm",),
         "MPSEvent::synchronize() waits for a flag an earlier record() left set and consumes it, "
@@ -497,6 +504,13 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
                 + text[end:])
     elif name == "consumed-flag":
         text = text[:start] + PLANTED_FLAG_WAIT + text[start + len(bug.anchor):]
+    elif name == "reused-shared-event":  # reset() without the block that swaps the event
+        first = text.find("  if (m_event.signaledValue < m_signalCounter) {\n", start)
+        last = text.find("    m_event = fresh;\n  }\n", start)
+        if not 0 <= first < last < text.find("\n}\n", start):
+            raise SimError(f"cannot plant {name}: reset() of {holder} gives no fresh shared "
+                           "event; update plant_bug() in scripts/metal_sim.py")
+        text = text[:first] + text[last + len("    m_event = fresh;\n  }\n"):]
     elif name == "unordered-write":
         hooks = (bug.anchor, "detail::noteGraphResults(")
         text = "".join(line for line in text.splitlines(keepends=True)

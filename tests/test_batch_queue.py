@@ -1574,7 +1574,6 @@ def test_interrupted_blocking_caller_leaves_nothing_stuck(bq):
     assert seen == [1.0, 3.0]
 
 
-@pytest.mark.runner_policy("host-on-worker")  # the batch must run on the worker, not on main
 @pytest.mark.runner_policy("host-on-worker")  # the worker runs the batch: a chain of callers
 def test_an_interrupt_right_after_a_callers_wake_up_still_wakes_the_callers_after_it(
     bq, monkeypatch
@@ -1638,6 +1637,7 @@ def test_an_interrupt_right_after_a_callers_wake_up_still_wakes_the_callers_afte
         assert holder.result(WAIT)[0, 0].item() == 2.0
 
 
+@pytest.mark.runner_policy("host-on-worker")  # the batch must run on the worker, not on main
 def test_caller_interrupted_while_its_batch_runs_does_not_stall_the_callers_after_it(bq):
     """SIGINT reaches the main thread while its request runs in a batch shared with another
     blocking caller that comes after it in the chain of wake-ups. The main thread leaves with

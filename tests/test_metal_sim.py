@@ -71,6 +71,9 @@ def test_planted_bug_is_reported(patched_tree: Path, bug: str) -> None:
         assert "elapsedTime()" in proc.stdout, proc.stdout[-4000:]
     elif bug == "destroyed-pool":
         assert tsan > 0 and "heap-use-after-free" in proc.stdout, proc.stdout[-4000:]
+    elif bug == "reused-shared-event":
+        assert hazards > 0, proc.stdout[-4000:]
+        assert "a read ordered by an event that was released and reused" in proc.stdout
     elif bug == "unordered-write":
         assert hazards > 0, proc.stdout[-4000:]
         assert "write-handoff" in proc.stdout and "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]

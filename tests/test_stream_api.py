@@ -470,6 +470,27 @@ def test_one_context_object_shared_by_two_threads_restores_each_threads_stream(
     assert after == {"a": 1, "b": 2}
 
 
+def test_a_context_left_on_another_thread_restores_its_previous_stream(mps: ModuleType) -> None:
+    """Entered on one thread, left on another (a generator resumed by a thread pool): the
+    leaving thread gets the stream the entry replaced, as upstream's StreamContext does."""
+    context = mps.stream(mps.Stream(stream_id=6))
+    after: dict[str, int] = {}
+
+    def enter() -> None:
+        mps.set_stream(mps.Stream(stream_id=2))
+        context.__enter__()
+
+    def leave() -> None:
+        context.__exit__(None, None, None)
+        after["left"] = current_id(mps)
+
+    for target in (enter, leave):
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(30)
+    assert after == {"left": 2}
+
+
 def test_stream_context_restores_after_exception(mps: ModuleType) -> None:
     with pytest.raises(KeyError, match="boom"), mps.stream(mps.Stream(stream_id=12)):
         raise KeyError("boom")
@@ -615,6 +636,19 @@ def test_a_torch_mps_event_is_recorded_and_waited_on_the_given_streams(
     assert [c[2] for c in recorded] == [16, 16]
     assert [c[2] for c in waited] == [17, 17]
     assert [c[1] for c in waited] == [c[1] for c in recorded]
+
+
+def test_wait_stream_takes_a_plain_torch_stream(mps: ModuleType, pool: FakeStreamPool) -> None:
+    """torch.accelerator.current_stream() returns a plain torch.Stream: wait_stream() records
+    its event through the pool's calls, not through that stream's record_event() (which reads
+    only a torch.Event)."""
+    mps_type = mps.Stream(stream_id=1).device_type
+    plain = torch.Stream(stream_id=16, device_index=0, device_type=mps_type)
+    mps.Stream(stream_id=17).wait_stream(plain)
+    recorded = [c for c in pool.calls if c[0] == "recordEventOnStream"]
+    waited = [c for c in pool.calls if c[0] == "waitForEventOnStream"]
+    assert [c[2] for c in recorded] == [16] and [c[2] for c in waited] == [17]
+    assert not any(c[0].startswith("generic") for c in pool.calls)
 
 
 def test_a_positional_stream_id_is_refused(mps: ModuleType) -> None:

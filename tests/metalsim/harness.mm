@@ -702,6 +702,46 @@ void scenarioEventRerecord() {
   });
 }
 
+// An event recorded on a stream held back by a closed gate and waited for by a second stream is
+// released to the pool while that wait is still pending; the pool hands the same event out again
+// and it is recorded on an idle third stream. The second stream must still wait for the first
+// stream's work (tracking off: the event is the only ordering). A reused event kept its shared
+// event, whose next value the idle stream signalled at once, letting the pending wait pass.
+void scenarioEventReuseAcrossStreams() {
+  const uint64_t iterations = scaled(5);
+  auto pool = at::mps::getMPSEventPool();
+  MPSStream* producer = at::mps::getStreamFromPool();
+  MPSStream* consumer = at::mps::getStreamFromPool();
+  MPSStream* idle = at::mps::getStreamFromPool();
+  for (uint64_t i = 0; i < iterations; ++i) {
+    metalsim::setTag("event reuse i" + std::to_string(i));
+    Buffer x = allocate();
+    Buffer out = allocate();
+    at::mps::setCurrentMPSStream(producer);
+    fillOp(x.mtl(), 0);
+    id<MTLSharedEvent> gate = closedGate(producer);
+    graphOp(x.mtl()); // x = 1, committed behind the closed gate
+    const auto first = pool->acquireEvent(false);
+    pool->recordEvent(first, /*syncEvent=*/true, producer);
+    pool->waitForEvent(first, /*syncEvent=*/false, consumer);
+    at::mps::setCurrentMPSStream(consumer);
+    graphOp(out.mtl(), x.mtl()); // out = x + 1, committed, waits for the event on the GPU
+    pool->releaseEvent(first);
+    const auto second = pool->acquireEvent(false); // the same event, from the pool
+    pool->recordEvent(second, /*syncEvent=*/true, idle);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    gate.signaledValue = 1;
+    syncCurrent();
+    expectBytes(out.mtl(), 2, "a read ordered by an event that was released and reused");
+    pool->releaseEvent(second);
+    [gate release];
+    at::mps::setCurrentMPSStream(producer);
+    syncCurrent();
+  }
+  at::mps::setCurrentMPSStream(nullptr);
+  g_threads += 1;
+}
+
 // A timing loop that reuses its two events (torch.mps.Event(enable_timing=True) recorded again
 // every iteration): elapsedTime() must measure the latest records, and raise for events taken
 // from the pool again and not recorded. Odd iterations are held back 100 ms on the GPU, even ones
@@ -1042,6 +1082,7 @@ const std::map<std::string, std::function<void()>>& scenarios() {
       {"event-timing", scenarioEventTiming},
       {"event-shared-waiters", scenarioEventSharedWaiters},
       {"event-rerecord", scenarioEventRerecord},
+      {"event-reuse-across-streams", scenarioEventReuseAcrossStreams},
       {"event-timing-rerecord", scenarioEventTimingRerecord},
       {"event-notify-at-exit", scenarioEventNotifyAtExit},
       {"allocator", scenarioAllocator},
