@@ -177,7 +177,8 @@ PLANTED_QUERY = """bool MPSStream::query() {
 
 
 # synchronize()'s wait for its recorded value, and v2.9.1's wait for a flag in its place
-PLANTED_FLAG_ANCHOR = """    waitForSignaledValue(m_cpu_sync_mutex, m_cpu_sync_cv, m_event, target);
+PLANTED_FLAG_ANCHOR = """    waitForSignaledValue(m_cpu_sync_mutex, m_cpu_sync_cv, event, target);
+    [event release];
     return true;"""
 # (v2.9.1's flag, m_cpu_sync_completed, is gone: the event's recorded flag plays its part, set
 # by the record and left set, as the listener of an earlier record left v2.9.1's)
@@ -185,6 +186,7 @@ PLANTED_FLAG_WAIT = """    // planted bug (metal_sim.py): wait for a flag, consu
     std::unique_lock<std::mutex> lock(m_cpu_sync_mutex);
     m_cpu_sync_cv.wait(lock, [&] { return m_recorded_since_reset; });
     m_recorded_since_reset = false;
+    [event release];
     return true;"""
 
 
@@ -221,9 +223,10 @@ PLANTED_BUGS = {
         "getMPSEventPool()'s pool is a static that exit() destroys (v2.9.1), with its events, "
         "while a notification block still has to run"),
     "reused-shared-event": PlantedBug(
-        "event-reuse-across-streams", "void MPSEvent::reset(", ("MPSEvent.mm",),
-        "an event taken from the pool again keeps its shared event while a GPU wait of its last "
-        "use is pending (v2.9.1): a new record on an idle stream lets that wait pass early"),
+        "event-reuse-across-streams", "void replaceSharedEvent(", ("MPSEvent.mm",),
+        "an event recorded again (or taken from the pool again) keeps its shared event while a "
+        "GPU wait for its last record is pending (v2.9.1): a new record on an idle stream lets "
+        "that wait pass early"),
     "consumed-flag": PlantedBug(
         "event-rerecord", PLANTED_FLAG_ANCHOR, ("MPSEvent.mm",),
         "MPSEvent::synchronize() waits for a flag an earlier record() left set and consumes it, "
@@ -504,13 +507,10 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
                 + text[end:])
     elif name == "consumed-flag":
         text = text[:start] + PLANTED_FLAG_WAIT + text[start + len(bug.anchor):]
-    elif name == "reused-shared-event":  # reset() without the block that swaps the event
-        first = text.find("  if (m_event.signaledValue < m_signalCounter) {\n", start)
-        last = text.find("    m_event = fresh;\n  }\n", start)
-        if not 0 <= first < last < text.find("\n}\n", start):
-            raise SimError(f"cannot plant {name}: reset() of {holder} gives no fresh shared "
-                           "event; update plant_bug() in scripts/metal_sim.py")
-        text = text[:first] + text[last + len("    m_event = fresh;\n  }\n"):]
+    elif name == "reused-shared-event":  # replaceSharedEvent() does nothing: v2.9.1's one event
+        end = text.find("\n}\n", start)
+        body = text.index("{\n", start) + 2
+        text = text[:body] + text[end + 1:]
     elif name == "unordered-write":
         hooks = (bug.anchor, "detail::noteGraphResults(")
         text = "".join(line for line in text.splitlines(keepends=True)

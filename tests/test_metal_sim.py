@@ -74,6 +74,7 @@ def test_planted_bug_is_reported(patched_tree: Path, bug: str) -> None:
     elif bug == "reused-shared-event":
         assert hazards > 0, proc.stdout[-4000:]
         assert "a read ordered by an event that was released and reused" in proc.stdout
+        assert "a read ordered by an event recorded again elsewhere" in proc.stdout
     elif bug == "unordered-write":
         assert hazards > 0, proc.stdout[-4000:]
         assert "write-handoff" in proc.stdout and "CHECK FAILED" in proc.stdout, proc.stdout[-4000:]

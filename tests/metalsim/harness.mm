@@ -703,10 +703,12 @@ void scenarioEventRerecord() {
 }
 
 // An event recorded on a stream held back by a closed gate and waited for by a second stream is
-// released to the pool while that wait is still pending; the pool hands the same event out again
-// and it is recorded on an idle third stream. The second stream must still wait for the first
-// stream's work (tracking off: the event is the only ordering). A reused event kept its shared
-// event, whose next value the idle stream signalled at once, letting the pending wait pass.
+// recorded again on an idle third stream while that wait is still pending: in even iterations
+// after it was released to the pool and handed out again, in odd ones without leaving its owner
+// (CUDA's semantics: a wait is for the record current when it was made). The second stream must
+// still wait for the first stream's work (tracking off: the event is the only ordering). The
+// event kept its shared event, whose next value the idle stream signalled at once, letting the
+// pending wait pass.
 void scenarioEventReuseAcrossStreams() {
   const uint64_t iterations = scaled(5);
   auto pool = at::mps::getMPSEventPool();
@@ -726,13 +728,18 @@ void scenarioEventReuseAcrossStreams() {
     pool->waitForEvent(first, /*syncEvent=*/false, consumer);
     at::mps::setCurrentMPSStream(consumer);
     graphOp(out.mtl(), x.mtl()); // out = x + 1, committed, waits for the event on the GPU
-    pool->releaseEvent(first);
-    const auto second = pool->acquireEvent(false); // the same event, from the pool
+    const bool reused = i % 2 == 0;
+    if (reused) {
+      pool->releaseEvent(first);
+    }
+    const auto second = reused ? pool->acquireEvent(false) : first; // the same event
+    CHECK_SIM(second == first, "the pool handed out another event: nothing was reused");
     pool->recordEvent(second, /*syncEvent=*/true, idle);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     gate.signaledValue = 1;
     syncCurrent();
-    expectBytes(out.mtl(), 2, "a read ordered by an event that was released and reused");
+    expectBytes(out.mtl(), 2, reused ? "a read ordered by an event that was released and reused"
+                                     : "a read ordered by an event recorded again elsewhere");
     pool->releaseEvent(second);
     [gate release];
     at::mps::setCurrentMPSStream(producer);
