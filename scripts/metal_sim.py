@@ -136,8 +136,9 @@ SCENARIOS = (
     # after a second record() returned at once. It now waits for the recorded value.
     Scenario("event-shared-waiters", (("METALSIM_TIMEOUT_S", "30"),)),
     Scenario("event-rerecord", (("METALSIM_TIMEOUT_S", "30"),)),
-    # an event released while another stream's GPU wait for it is pending, then reused on an idle
-    # stream: that wait must not pass early (tracking off: the event is the only ordering)
+    # an event recorded again on an idle stream (after going back to the pool, or not) while
+    # another stream's GPU wait for its last record is pending: that wait must not pass early
+    # (tracking off: the event is the only ordering)
     Scenario("event-reuse-across-streams", (*TRACKING_OFF, ("METALSIM_TIMEOUT_S", "30"))),
     # elapsedTime() of timing events recorded again: a completion time from the previous record
     # was read when the new record's notification had not run yet (v2.9.1 too); notifications
@@ -223,7 +224,7 @@ PLANTED_BUGS = {
         "getMPSEventPool()'s pool is a static that exit() destroys (v2.9.1), with its events, "
         "while a notification block still has to run"),
     "reused-shared-event": PlantedBug(
-        "event-reuse-across-streams", "void replaceSharedEvent(", ("MPSEvent.mm",),
+        "event-reuse-across-streams", "void replaceSharedEventIfPending(", ("MPSEvent.mm",),
         "an event recorded again (or taken from the pool again) keeps its shared event while a "
         "GPU wait for its last record is pending (v2.9.1): a new record on an idle stream lets "
         "that wait pass early"),
@@ -507,7 +508,7 @@ def plant_bug(tree: Path, bug: PlantedBug, name: str) -> tuple[str, Path] | None
                 + text[end:])
     elif name == "consumed-flag":
         text = text[:start] + PLANTED_FLAG_WAIT + text[start + len(bug.anchor):]
-    elif name == "reused-shared-event":  # replaceSharedEvent() does nothing: v2.9.1's one event
+    elif name == "reused-shared-event":  # the event keeps its one shared event (v2.9.1)
         end = text.find("\n}\n", start)
         body = text.index("{\n", start) + 2
         text = text[:body] + text[end + 1:]
