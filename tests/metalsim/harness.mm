@@ -158,10 +158,15 @@ void graphOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
 }
 
 // The same as a Metal kernel op: buffers noted inside the block, nothing committed.
-void kernelOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
+// `encoderFirst`: in the order ATen's kernels take, the compute encoder first (the stream's
+// command buffer then holds work of this op), then the buffers bound to it.
+void runKernelOp(id<MTLBuffer> out, id<MTLBuffer> in, bool encoderFirst) {
   MPSStream* stream = current();
   dispatch_sync(stream->queue(), ^{
     @autoreleasepool {
+      if (encoderFirst) {
+        stream->commandEncoder();
+      }
       noteUse(in);
       noteUse(out);
       encodeKernel(stream, out, in);
@@ -169,18 +174,8 @@ void kernelOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
   });
 }
 
-// A Metal kernel op in the order ATen's take: the compute encoder first (the stream's command
-// buffer now holds work of this op), then the buffers bound to it.
-void kernelOpEncoderFirst(id<MTLBuffer> out, id<MTLBuffer> in) {
-  MPSStream* stream = current();
-  dispatch_sync(stream->queue(), ^{
-    @autoreleasepool {
-      stream->commandEncoder();
-      noteUse(in);
-      noteUse(out);
-      encodeKernel(stream, out, in);
-    }
-  });
+void kernelOp(id<MTLBuffer> out, id<MTLBuffer> in = nil) {
+  runKernelOp(out, in, /*encoderFirst=*/false);
 }
 
 void fillOp(id<MTLBuffer> buffer, uint8_t value) {
@@ -534,7 +529,7 @@ void scenarioWeightsAndResults() {
       metalsim::setTag("weights worker p" + std::to_string(phase));
       while (!stop.load()) {
         auto out = std::make_shared<Buffer>(allocate());
-        kernelOpEncoderFirst(out->mtl(), weights.mtl()); // value + 1, not committed
+        runKernelOp(out->mtl(), weights.mtl(), /*encoderFirst=*/true); // value + 1, not committed
         std::lock_guard<std::mutex> lock(publishedMu);
         published = out;
       }
@@ -552,7 +547,7 @@ void scenarioWeightsAndResults() {
         continue;
       }
       Buffer result = allocate();
-      kernelOpEncoderFirst(result.mtl(), latest->mtl()); // value + 2, in the default stream's queue
+      runKernelOp(result.mtl(), latest->mtl(), /*encoderFirst=*/true); // value + 2, default queue
       syncCurrent();
       expectBytes(result.mtl(), uint8_t(value + 2), "result of a worker's output");
       ++reads;
